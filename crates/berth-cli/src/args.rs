@@ -1,0 +1,112 @@
+//! Command-line arguments (clap derive). Help text is snapshot-tested.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXIT_CODES: &str = "Exit codes:
+  0    every job passed
+  1    a job failed, timed out or was OOM-killed, or downstream jobs were skipped
+  2    usage or pipeline-file error
+  3    infrastructure error (Docker daemon unreachable, image missing, I/O)
+  130  interrupted (Ctrl-C / SIGTERM)";
+
+/// Run CI pipelines (screwdriver.yaml) in Docker containers.
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Docker daemon address (default: DOCKER_HOST, else unix:///var/run/docker.sock).
+    #[arg(long, global = true, value_name = "URL")]
+    pub docker_host: Option<String>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline's jobs in containers on the Docker daemon.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+    /// Check the pipeline file and print file:line:col errors.
+    Validate(ValidateArgs),
+    /// Remove containers, networks and volumes left behind by berth runs that died.
+    Gc(GcArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Pipeline file (default: ./berth.yaml, else ./screwdriver.yaml).
+    #[arg(short, long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Run exactly this job (repeatable); nothing downstream runs.
+    #[arg(short, long = "job", value_name = "NAME")]
+    pub jobs: Vec<String>,
+    /// The event that starts the run: jobs requiring ~EVENT start, then their downstream jobs.
+    #[arg(long, value_enum, default_value_t = EventArg::Commit)]
+    pub event: EventArg,
+    /// Branch for `~commit:BRANCH` / `~pr:BRANCH` filters.
+    #[arg(long, default_value = "main")]
+    pub branch: String,
+    /// Tag for `~tag:...` / `~release:...` filters.
+    #[arg(long)]
+    pub tag: Option<String>,
+    /// Source tree copied into each job's workspace (default: the pipeline file's directory).
+    #[arg(long, value_name = "DIR")]
+    pub source: Option<PathBuf>,
+    /// Where build logs and artifacts go.
+    #[arg(long, value_name = "DIR", default_value = ".berth/builds")]
+    pub output: PathBuf,
+    /// Jobs run at once (default: number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// When to pull job images.
+    #[arg(long, value_enum, default_value_t = PullArg::Missing)]
+    pub pull: PullArg,
+    /// A secret's value (repeatable).
+    #[arg(long = "secret", value_name = "NAME=VALUE")]
+    pub secrets: Vec<String>,
+    /// A dotenv file of secret values.
+    #[arg(long, value_name = "FILE")]
+    pub secrets_file: Option<PathBuf>,
+    /// Override a pipeline parameter (repeatable).
+    #[arg(long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Job timeout in minutes when the pipeline sets none.
+    #[arg(long, value_name = "MINUTES", default_value_t = 90)]
+    pub timeout: u64,
+    /// Seconds a timed-out step gets between SIGTERM and SIGKILL.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub stop_grace: u64,
+    /// Print JSON lines of job and step events instead of logs.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EventArg {
+    Commit,
+    Pr,
+    Tag,
+    Release,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PullArg {
+    Missing,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Pipeline file (default: ./berth.yaml, else ./screwdriver.yaml).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Only list what would be removed.
+    #[arg(long)]
+    pub dry_run: bool,
+}

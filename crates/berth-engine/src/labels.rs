@@ -1,0 +1,16 @@
+//! The `io.berth.*` labels every object berth creates carries.
+//!
+//! **Invariant: every container, network and volume berth creates has [`OWNER`]**, naming the
+//! berth process instance (see [`crate::Owner`]) so that `berth gc` can find and remove it once
+//! that process is gone, and never while it lives.
+
+/// The berth process instance that created the object.
+pub const OWNER: &str = "io.berth.owner";
+/// Hostname of the machine the owner runs on (liveness can only be checked there).
+pub const OWNER_HOST: &str = "io.berth.owner-host";
+/// Build id within the owner.
+pub const BUILD: &str = "io.berth.build";
+/// Job name.
+pub const JOB: &str = "io.berth.job";
+/// What the object is for: `job`, `service`, `dind`, `workspace`, `network`, `cache`.
+pub const ROLE: &str = "io.berth.role";

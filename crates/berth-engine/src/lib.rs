@@ -1,0 +1,88 @@
+//! berth's Docker engine layer.
+//!
+//! Owns: the [`Engine`] trait the rest of berth talks to, its bollard-backed implementation
+//! ([`DockerEngine`]), the `io.berth.*` labels, owner liveness, and reaping by label.
+//! Must not: know about pipelines, jobs' semantics, terminals or HTTP servers. Only this crate
+//! (and the proxy) knows Docker wire types; everything it exposes is berth's own plain types.
+
+mod connect;
+mod containers;
+mod docker_impl;
+mod error;
+mod exec;
+mod images;
+pub mod labels;
+mod networks;
+mod owner;
+mod reap;
+mod types;
+mod volumes;
+
+pub use connect::{DaemonAddress, DockerEngine, install_crypto_provider};
+pub use error::EngineError;
+pub use owner::Owner;
+pub use reap::{ReapReport, reap, reap_dead_owners, remove_all};
+pub use types::*;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+
+/// A stream of raw bytes from the daemon (logs, archives).
+pub type ByteStream = BoxStream<'static, Result<Bytes, EngineError>>;
+
+/// Everything berth asks of a Docker daemon. Implemented by [`DockerEngine`]; tests may fake it.
+#[async_trait]
+pub trait Engine: Send + Sync {
+    /// Where the daemon is, as the user would write it (`unix:///var/run/docker.sock`).
+    fn address(&self) -> &DaemonAddress;
+    async fn version(&self) -> Result<DaemonVersion, EngineError>;
+
+    async fn image_exists(&self, image: &str) -> Result<bool, EngineError>;
+    async fn image_info(&self, image: &str) -> Result<ImageInfo, EngineError>;
+    /// Pulls an image, reporting progress as it goes.
+    async fn pull_image(
+        &self,
+        image: &str,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<(), EngineError>;
+
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, EngineError>;
+    async fn start_container(&self, id: &str) -> Result<(), EngineError>;
+    async fn inspect_container(&self, id: &str) -> Result<ContainerInfo, EngineError>;
+    /// Sends a signal to the container's main process.
+    async fn kill_container(&self, id: &str, signal: &str) -> Result<(), EngineError>;
+    /// Force-removes a container and its anonymous volumes; a missing container is not an error.
+    async fn remove_container(&self, id: &str) -> Result<(), EngineError>;
+    /// The container's log (stdout and stderr interleaved), from the start or the last `tail` lines.
+    fn container_logs(&self, id: &str, follow: bool, tail: Option<usize>) -> ByteStream;
+    /// Extracts a tar archive into `path` inside the container.
+    async fn put_archive(&self, id: &str, path: &str, tar: Bytes) -> Result<(), EngineError>;
+    /// A tar archive of `path` inside the container.
+    fn get_archive(&self, id: &str, path: &str) -> ByteStream;
+
+    /// Runs a command in a running container; output arrives on the returned stream.
+    async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecHandle, EngineError>;
+    /// Exit code of a finished exec; `None` while it still runs.
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError>;
+
+    async fn create_network(
+        &self,
+        name: &str,
+        labels: &Labels,
+        internal: bool,
+    ) -> Result<String, EngineError>;
+    /// Removes a network; a missing network is not an error.
+    async fn remove_network(&self, id: &str) -> Result<(), EngineError>;
+    async fn create_volume(&self, name: &str, labels: &Labels) -> Result<(), EngineError>;
+    /// Removes a volume; a missing volume is not an error.
+    async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
+
+    /// Objects carrying label `key` (any value, or exactly `value`).
+    async fn list_labelled(
+        &self,
+        kind: ObjectKind,
+        key: &str,
+        value: Option<&str>,
+    ) -> Result<Vec<LabelledObject>, EngineError>;
+}

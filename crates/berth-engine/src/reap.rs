@@ -1,0 +1,89 @@
+//! Reaping by label: remove what berth made, containers first, then networks, then volumes.
+//!
+//! Cleanup errors are collected and reported alongside whatever else went wrong; one failed
+//! removal never stops the others.
+
+use std::collections::BTreeSet;
+
+use crate::{Engine, EngineError, LabelledObject, ObjectKind, Owner, labels};
+
+/// What a reap removed and what it could not.
+#[derive(Debug, Default)]
+pub struct ReapReport {
+    pub removed: Vec<LabelledObject>,
+    pub failed: Vec<(LabelledObject, EngineError)>,
+}
+
+impl ReapReport {
+    pub fn is_clean(&self) -> bool {
+        self.failed.is_empty()
+    }
+    fn absorb(&mut self, other: ReapReport) {
+        self.removed.extend(other.removed);
+        self.failed.extend(other.failed);
+    }
+}
+
+/// Removes every container, network and volume whose label `key` equals `value`.
+pub async fn reap(engine: &dyn Engine, key: &str, value: &str) -> Result<ReapReport, EngineError> {
+    reap_matching(engine, key, Some(value), |_| true).await
+}
+
+/// Removes everything labelled by berth whose owner is certainly dead (see [`Owner::is_dead`]).
+/// Returns the owners that were reaped along with the report.
+pub async fn reap_dead_owners(
+    engine: &dyn Engine,
+) -> Result<(BTreeSet<String>, ReapReport), EngineError> {
+    let mut dead = BTreeSet::new();
+    let report = reap_matching(engine, labels::OWNER, None, |o| {
+        let is_dead = Owner::is_dead(&o.labels);
+        if is_dead {
+            if let Some(id) = o.labels.get(labels::OWNER) {
+                dead.insert(id.clone());
+            }
+        }
+        is_dead
+    })
+    .await?;
+    Ok((dead, report))
+}
+
+async fn reap_matching(
+    engine: &dyn Engine,
+    key: &str,
+    value: Option<&str>,
+    mut keep: impl FnMut(&LabelledObject) -> bool,
+) -> Result<ReapReport, EngineError> {
+    let mut report = ReapReport::default();
+    for kind in [ObjectKind::Container, ObjectKind::Network, ObjectKind::Volume] {
+        let objects: Vec<_> = engine
+            .list_labelled(kind, key, value)
+            .await?
+            .into_iter()
+            .filter(&mut keep)
+            .collect();
+        report.absorb(remove_all(engine, objects).await);
+    }
+    Ok(report)
+}
+
+/// Removes the given objects concurrently.
+pub async fn remove_all(engine: &dyn Engine, objects: Vec<LabelledObject>) -> ReapReport {
+    let results = futures_util::future::join_all(objects.into_iter().map(|o| async move {
+        let r = match o.kind {
+            ObjectKind::Container => engine.remove_container(&o.id).await,
+            ObjectKind::Network => engine.remove_network(&o.id).await,
+            ObjectKind::Volume => engine.remove_volume(&o.id).await,
+        };
+        (o, r)
+    }))
+    .await;
+    let mut report = ReapReport::default();
+    for (o, r) in results {
+        match r {
+            Ok(()) => report.removed.push(o),
+            Err(e) => report.failed.push((o, e)),
+        }
+    }
+    report
+}

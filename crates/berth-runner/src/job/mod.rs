@@ -1,0 +1,137 @@
+//! One job's life: image → workspace and container → steps (with timeout) → artifacts →
+//! cleanup. Each phase lives in its own file; this one sequences them and guarantees cleanup.
+//!
+//! **Invariant: whatever happens (failure, timeout, cancellation, daemon errors), everything
+//! created for the job is removed before `run_job` returns**, and cleanup errors are reported as
+//! warnings alongside the job's result, never instead of it.
+
+mod artifacts;
+mod cleanup;
+mod image;
+mod log;
+mod setup;
+mod steps;
+mod stop;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use berth_engine::{Engine, EngineError, Labels};
+use berth_pipeline::{Job, Parameter};
+use indexmap::IndexMap;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+pub(crate) use image::ImageCache;
+
+use crate::{JobEvent, JobResult, JobSummary, RunEvent, RunOptions};
+
+/// What every job of a build shares.
+pub(crate) struct Context {
+    pub engine: Arc<dyn Engine>,
+    pub owner_labels: Labels,
+    pub owner_id: String,
+    pub build_id: String,
+    pub build_dir: PathBuf,
+    pub parameters: IndexMap<String, Parameter>,
+    /// Values of every secret of the run (all are masked in every job's output).
+    pub secrets: BTreeMap<String, String>,
+    /// Source files to copy, relative to `opts.source_dir`.
+    pub files: Vec<PathBuf>,
+    pub images: ImageCache,
+    pub events: mpsc::Sender<RunEvent>,
+    pub cancel: CancellationToken,
+    pub opts: RunOptions,
+}
+
+impl Context {
+    pub(crate) async fn emit(&self, job: &str, event: JobEvent) {
+        // A closed receiver means nobody is listening any more; the job goes on regardless.
+        let _ = self.events.send(RunEvent::Job { job: job.to_string(), detail: event }).await;
+    }
+
+    pub(crate) async fn warn(&self, job: &str, message: String) {
+        let _ = self.events.send(RunEvent::Warning { job: Some(job.to_string()), message }).await;
+    }
+
+    /// Labels for an object of this job.
+    pub(crate) fn labels(&self, job: &str, role: &str) -> Labels {
+        let mut l = self.owner_labels.clone();
+        l.insert(berth_engine::labels::BUILD.into(), self.build_id.clone());
+        l.insert(berth_engine::labels::JOB.into(), job.to_string());
+        l.insert(berth_engine::labels::ROLE.into(), role.to_string());
+        l
+    }
+
+    /// Docker object name prefix, unique per berth process, build and job.
+    pub(crate) fn object_name(&self, job: &str) -> String {
+        format!("berth-{}-{}-{}", self.owner_id, self.build_id, job)
+    }
+}
+
+/// What the job created, for cleanup.
+#[derive(Debug, Default)]
+pub(crate) struct Resources {
+    pub container: Option<String>,
+    pub volume: Option<String>,
+}
+
+pub(crate) async fn run_job(ctx: Arc<Context>, job: Job) -> JobSummary {
+    let started = Instant::now();
+    let mut log = log::JobLog::create(&ctx, &job.name).await;
+    let mut res = Resources::default();
+    let result = tokio::select! {
+        r = run_phases(&ctx, &job, &mut res, &mut log) => r,
+        () = ctx.cancel.cancelled() => JobResult::Cancelled,
+    };
+    if matches!(result, JobResult::Cancelled) {
+        log.line(&format!("berth: job `{}` cancelled", job.name));
+    }
+    if let Some(container) = &res.container {
+        if !matches!(result, JobResult::Cancelled) {
+            if let Err(e) = artifacts::collect(&ctx, &job.name, container).await {
+                ctx.warn(&job.name, format!("failed to copy artifacts: {e}")).await;
+            }
+        }
+    }
+    for problem in cleanup::remove(&ctx, &res).await {
+        ctx.warn(&job.name, problem).await;
+    }
+    log.line(&format!("berth: job `{}` {}", job.name, result));
+    let message = log.finish();
+    if let Some(m) = message {
+        ctx.warn(&job.name, m).await;
+    }
+    let duration_ms = started.elapsed().as_millis() as u64;
+    ctx.emit(&job.name, JobEvent::Finished { result: result.clone(), duration_ms }).await;
+    JobSummary { job: job.name, result, duration_ms }
+}
+
+async fn run_phases(ctx: &Context, job: &Job, res: &mut Resources, log: &mut log::JobLog) -> JobResult {
+    if let Err(e) = image::ensure(ctx, &job.name, &job.image).await {
+        return error_result(e);
+    }
+    let container = match setup::create(ctx, job, res).await {
+        Ok(c) => c,
+        Err(e) => return error_result(e),
+    };
+    ctx.emit(&job.name, JobEvent::Started { image: job.image.clone(), container: container.clone() })
+        .await;
+    let timeout = job.timeout.unwrap_or(ctx.opts.default_timeout);
+    steps::run_all(ctx, job, &container, timeout, log).await
+}
+
+pub(crate) fn error_result(e: JobError) -> JobResult {
+    JobResult::Error { message: e.to_string() }
+}
+
+/// Why a job could not be done (infrastructure, not the job's own failure).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum JobError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error("{0}")]
+    Message(String),
+}

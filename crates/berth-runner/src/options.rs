@@ -1,0 +1,59 @@
+//! What a run is asked to do, beyond the pipeline itself.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use berth_pipeline::Start;
+
+/// When to pull a job's image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    /// Pull only images the daemon does not have.
+    #[default]
+    Missing,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The tree copied into each job's workspace.
+    pub source_dir: PathBuf,
+    /// Where `<build-id>/<job>.log` and artifacts go.
+    pub output_dir: PathBuf,
+    pub start: Start,
+    /// Jobs running at once.
+    pub parallel: usize,
+    pub pull: PullPolicy,
+    /// Secret values by name (already resolved; see [`crate::resolve_secrets`]).
+    pub secrets: BTreeMap<String, String>,
+    /// `--param NAME=value` overrides of pipeline and job parameters.
+    pub params: BTreeMap<String, String>,
+    /// Job timeout when the pipeline sets none (Screwdriver's default is 90 minutes).
+    pub default_timeout: Duration,
+    /// After a timeout, how long the step's processes get between SIGTERM and SIGKILL.
+    pub stop_grace: Duration,
+    /// Bound on the `teardown-*` steps after a timeout.
+    pub teardown_timeout: Duration,
+    /// `SD_PIPELINE_ID` for local runs.
+    pub pipeline_id: String,
+}
+
+impl RunOptions {
+    pub fn new(source_dir: PathBuf, output_dir: PathBuf, start: Start) -> RunOptions {
+        RunOptions {
+            source_dir,
+            output_dir,
+            start,
+            parallel: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            pull: PullPolicy::Missing,
+            secrets: BTreeMap::new(),
+            params: BTreeMap::new(),
+            default_timeout: Duration::from_secs(90 * 60),
+            stop_grace: Duration::from_secs(10),
+            teardown_timeout: Duration::from_secs(5 * 60),
+            pipeline_id: "0".to_string(),
+        }
+    }
+}

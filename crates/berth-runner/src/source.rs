@@ -1,0 +1,174 @@
+//! The job's setup archive: the source tree plus berth's step scripts, one tar uploaded through
+//! the Engine API (no bind mount, so a remote daemon works too).
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use berth_pipeline::Step;
+
+/// Where things live inside a job container (Screwdriver's layout).
+pub(crate) const WORKSPACE: &str = "/sd/workspace";
+pub(crate) const SOURCE_DIR: &str = "/sd/workspace/src";
+pub(crate) const ARTIFACTS_DIR: &str = "/sd/workspace/artifacts";
+pub(crate) const BERTH_DIR: &str = "/sd/berth";
+
+/// Runs one step with the job's shell state: sourced by bash when the image has it, else sh.
+/// Exported variables and the working directory are saved on exit (any exit) for the next step.
+const WRAP: &str = r#"__berth_state=/sd/berth/state
+if [ -s "$__berth_state/env" ]; then . "$__berth_state/env" 2>/dev/null; fi
+cd "$(cat "$__berth_state/cwd")" 2>/dev/null || cd "$SD_SOURCE_DIR"
+__berth_save() {
+  __berth_rc=$?
+  export -p > "$__berth_state/env.new" 2>/dev/null && mv -f "$__berth_state/env.new" "$__berth_state/env"
+  pwd > "$__berth_state/cwd" 2>/dev/null
+  exit $__berth_rc
+}
+trap __berth_save EXIT
+. "$1"
+"#;
+
+/// The exec command that runs step file `path`.
+pub(crate) fn step_command(path: &str) -> Vec<String> {
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "if command -v bash >/dev/null 2>&1; then exec bash /sd/berth/wrap \"$0\"; else exec sh /sd/berth/wrap \"$0\"; fi".into(),
+        path.into(),
+    ]
+}
+
+pub(crate) fn step_path(index: usize) -> String {
+    format!("{BERTH_DIR}/steps/{index:03}")
+}
+
+/// The files of `dir` to copy: a git checkout's tracked and untracked-not-ignored files,
+/// else everything but `.git` and the `exclude`d directories.
+pub(crate) fn list_source_files(dir: &Path, exclude: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
+    let git = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .stderr(std::process::Stdio::null())
+        .output();
+    if let Ok(out) = git {
+        if out.status.success() {
+            let mut files: Vec<PathBuf> = out
+                .stdout
+                .split(|b| *b == 0)
+                .filter(|p| !p.is_empty())
+                .map(|p| PathBuf::from(String::from_utf8_lossy(p).into_owned()))
+                .filter(|p| dir.join(p).symlink_metadata().is_ok())
+                .filter(|p| !exclude.iter().any(|e| dir.join(p).starts_with(e)))
+                .collect();
+            files.sort();
+            files.dedup();
+            return Ok(files);
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, Path::new(""), exclude, &mut files)?;
+    files.sort();
+    Ok(files)
+}
+
+fn walk(root: &Path, rel: &Path, exclude: &[PathBuf], out: &mut Vec<PathBuf>) -> io::Result<()> {
+    for entry in std::fs::read_dir(root.join(rel))? {
+        let entry = entry?;
+        let rel_path = rel.join(entry.file_name());
+        let full = root.join(&rel_path);
+        if entry.file_name() == ".git" || exclude.iter().any(|e| full.starts_with(e)) {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            walk(root, &rel_path, exclude, out)?;
+        } else {
+            out.push(rel_path);
+        }
+    }
+    Ok(())
+}
+
+fn dir_header(mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(mode);
+    h.set_size(0);
+    h.set_mtime(0);
+    h
+}
+
+fn file_header(len: usize, mode: u32) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(mode);
+    h.set_size(len as u64);
+    h.set_mtime(0);
+    h
+}
+
+/// Builds the setup archive, to be extracted at `/` in the job container.
+pub(crate) fn setup_archive(source: &Path, files: &[PathBuf], steps: &[Step]) -> io::Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    for (path, mode) in [
+        ("sd/", 0o755),
+        ("sd/workspace/", 0o777),
+        ("sd/workspace/src/", 0o777),
+        ("sd/workspace/artifacts/", 0o777),
+        ("sd/berth/", 0o755),
+        ("sd/berth/steps/", 0o755),
+        ("sd/berth/state/", 0o777),
+    ] {
+        b.append_data(&mut dir_header(mode), path, io::empty())?;
+    }
+    let add = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32| {
+        b.append_data(&mut file_header(data.len(), mode), path, data)
+    };
+    add(&mut b, "sd/berth/wrap", WRAP.as_bytes(), 0o644)?;
+    add(&mut b, "sd/berth/state/env", b"", 0o666)?;
+    add(&mut b, "sd/berth/state/cwd", format!("{SOURCE_DIR}\n").as_bytes(), 0o666)?;
+    for (i, step) in steps.iter().enumerate() {
+        let mut text = step.command.clone();
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        let path = step_path(i);
+        add(&mut b, path.trim_start_matches('/'), text.as_bytes(), 0o644)?;
+    }
+    for rel in files {
+        let full = source.join(rel);
+        let name = Path::new("sd/workspace/src").join(rel);
+        b.append_path_with_name(&full, &name)?;
+    }
+    b.into_inner()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn walk_excludes_git_and_output() {
+        let dir = std::env::temp_dir().join(format!("berth-src-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join(".berth/builds")).unwrap();
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("a.txt"), "a").unwrap();
+        std::fs::write(dir.join("sub/b.txt"), "b").unwrap();
+        std::fs::write(dir.join(".berth/builds/x.log"), "x").unwrap();
+        let mut files = Vec::new();
+        walk(&dir, Path::new(""), &[dir.join(".berth")], &mut files).unwrap();
+        files.sort();
+        assert_eq!(files, vec![PathBuf::from("a.txt"), PathBuf::from("sub/b.txt")]);
+        let tar = setup_archive(&dir, &files, &[]).unwrap();
+        let mut names: Vec<String> = tar::Archive::new(&tar[..])
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        names.retain(|n| n.starts_with("sd/workspace/src/"));
+        assert_eq!(names, vec!["sd/workspace/src/", "sd/workspace/src/a.txt", "sd/workspace/src/sub/b.txt"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
