@@ -71,9 +71,9 @@ pub struct RunArgs {
     /// Override a pipeline parameter (repeatable).
     #[arg(long = "param", value_name = "NAME=VALUE")]
     pub params: Vec<String>,
-    /// Job timeout in minutes when the pipeline sets none.
-    #[arg(long, value_name = "MINUTES", default_value_t = 90)]
-    pub timeout: u64,
+    /// Job timeout when the pipeline sets none: minutes, or a number with s/m/h.
+    #[arg(long, value_name = "DURATION", default_value = "90m", value_parser = parse_duration)]
+    pub timeout: std::time::Duration,
     /// Seconds a timed-out step gets between SIGTERM and SIGKILL.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub stop_grace: u64,
@@ -109,4 +109,23 @@ pub struct GcArgs {
     /// Only list what would be removed.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// `90` (minutes), `30s`, `5m`, `2h`.
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "m"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90, 30s, 5m or 2h"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m or h)")),
+    };
+    if !(secs > 0.0 && secs.is_finite()) {
+        return Err(format!("`{s}` must be positive"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
 }

@@ -77,7 +77,7 @@ impl Renderer {
 
     fn event(&mut self, ev: RunEvent) {
         match ev {
-            RunEvent::BuildStarted { build_id, output_dir } => {
+            RunEvent::BuildStarted { build_id, output_dir, .. } => {
                 eprintln!("berth: build {build_id} (logs in {})", output_dir.display());
             }
             RunEvent::Job { job, detail } => self.job_event(&job, detail),

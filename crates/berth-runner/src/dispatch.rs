@@ -44,7 +44,11 @@ pub async fn run(
     let (build_id, build_dir) = allocate_build_dir(&output_dir)
         .map_err(|e| RunError::Output { path: output_dir.clone(), source: e })?;
     let _ = events
-        .send(RunEvent::BuildStarted { build_id: build_id.clone(), output_dir: build_dir.clone() })
+        .send(RunEvent::BuildStarted {
+            build_id: build_id.clone(),
+            owner: owner.id().to_string(),
+            output_dir: build_dir.clone(),
+        })
         .await;
 
     let ctx = Arc::new(Context {

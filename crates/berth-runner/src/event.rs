@@ -12,6 +12,8 @@ use crate::{BuildSummary, JobResult};
 pub enum RunEvent {
     BuildStarted {
         build_id: String,
+        /// The berth process instance (`io.berth.owner` label of everything this run creates).
+        owner: String,
         output_dir: PathBuf,
     },
     Job {

@@ -77,7 +77,7 @@ pub(crate) async fn run(docker_host: Option<&str>, args: RunArgs) -> Result<Exit
     };
     opts.secrets = secrets;
     opts.params = params;
-    opts.default_timeout = Duration::from_secs(args.timeout.max(1) * 60);
+    opts.default_timeout = args.timeout;
     opts.stop_grace = Duration::from_secs(args.stop_grace);
 
     for w in &pipeline.warnings {

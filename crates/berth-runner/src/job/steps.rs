@@ -85,14 +85,23 @@ pub(crate) async fn run_all(
 }
 
 async fn step_failure(ctx: &Context, container: &str, step: &str, code: i64) -> JobResult {
-    if code == SIGKILL_EXIT {
-        if let Ok(info) = ctx.engine.inspect_container(container).await {
-            if info.oom_killed {
-                return JobResult::OomKilled { step: step.to_string() };
-            }
-        }
+    if code == SIGKILL_EXIT && oom_killed(ctx, container).await {
+        return JobResult::OomKilled { step: step.to_string() };
     }
     JobResult::Failure { step: step.to_string(), exit_code: code }
+}
+
+/// Whether the kernel's OOM killer struck in the job container. The daemon records OOMKilled
+/// only for the main process, so also read the cgroup's own counter (v1 and v2 spellings).
+async fn oom_killed(ctx: &Context, container: &str) -> bool {
+    if ctx.engine.inspect_container(container).await.is_ok_and(|i| i.oom_killed) {
+        return true;
+    }
+    let probe = "cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null";
+    let out = stop::run_quiet(ctx, container, probe).await;
+    String::from_utf8_lossy(&out).lines().any(|l| {
+        l.strip_prefix("oom_kill ").is_some_and(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+    })
 }
 
 /// Runs step `index` of the job; returns its exit code.

@@ -21,7 +21,8 @@ pub(crate) async fn terminate_processes(ctx: &Context, container: &str, grace: D
     signal_all(ctx, container, "KILL").await;
 }
 
-async fn run_quiet(ctx: &Context, container: &str, script: &str) -> Vec<u8> {
+/// Runs a shell snippet in the container and returns its output (empty on any failure).
+pub(crate) async fn run_quiet(ctx: &Context, container: &str, script: &str) -> Vec<u8> {
     let spec = ExecSpec {
         cmd: vec!["/bin/sh".into(), "-c".into(), script.into()],
         ..Default::default()
