@@ -117,7 +117,9 @@ pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "m"),
     };
-    let n: f64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90, 30s, 5m or 2h"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90, 30s, 5m or 2h"))?;
     let secs = match unit {
         "s" => n,
         "m" => n * 60.0,

@@ -37,10 +37,18 @@ pub struct Failure {
 
 impl Failure {
     pub fn usage(message: impl Into<String>) -> Failure {
-        Failure { code: ExitCode::Usage, message: message.into(), hint: None }
+        Failure {
+            code: ExitCode::Usage,
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn infra(message: impl Into<String>) -> Failure {
-        Failure { code: ExitCode::Infrastructure, message: message.into(), hint: None }
+        Failure {
+            code: ExitCode::Infrastructure,
+            message: message.into(),
+            hint: None,
+        }
     }
     pub fn with_hint(mut self, hint: impl Into<String>) -> Failure {
         self.hint = Some(hint.into());

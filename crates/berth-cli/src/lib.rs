@@ -19,7 +19,10 @@ pub fn main(cli: Cli) -> i32 {
         .with_writer(std::io::stderr)
         .init();
     berth_engine::install_crypto_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("berth: failed to start the async runtime: {e}");

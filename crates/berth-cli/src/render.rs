@@ -53,7 +53,13 @@ impl Renderer {
     }
 
     fn json_event(&mut self, ev: &RunEvent) {
-        if matches!(ev, RunEvent::Job { detail: JobEvent::PullProgress { .. }, .. }) {
+        if matches!(
+            ev,
+            RunEvent::Job {
+                detail: JobEvent::PullProgress { .. },
+                ..
+            }
+        ) {
             return;
         }
         if let Ok(mut line) = serde_json::to_vec(ev) {
@@ -63,11 +69,19 @@ impl Renderer {
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
 
     fn tag(&self, job: &str) -> String {
-        if self.prefix { format!("[{job}] ") } else { String::new() }
+        if self.prefix {
+            format!("[{job}] ")
+        } else {
+            String::new()
+        }
     }
 
     fn note(&mut self, job: &str, text: &str) {
@@ -77,7 +91,11 @@ impl Renderer {
 
     fn event(&mut self, ev: RunEvent) {
         match ev {
-            RunEvent::BuildStarted { build_id, output_dir, .. } => {
+            RunEvent::BuildStarted {
+                build_id,
+                output_dir,
+                ..
+            } => {
                 eprintln!("berth: build {build_id} (logs in {})", output_dir.display());
             }
             RunEvent::Job { job, detail } => self.job_event(&job, detail),
@@ -127,17 +145,30 @@ impl Renderer {
                 self.note(job, &msg);
             }
             JobEvent::Output { data, .. } => self.output(job, &data),
-            JobEvent::StepFinished { step, exit_code, duration_ms } => {
+            JobEvent::StepFinished {
+                step,
+                exit_code,
+                duration_ms,
+            } => {
                 self.flush_partial(job);
-                let text = format!("<== step {step} exited {exit_code} ({:.1}s)", duration_ms as f64 / 1000.0);
+                let text = format!(
+                    "<== step {step} exited {exit_code} ({:.1}s)",
+                    duration_ms as f64 / 1000.0
+                );
                 let msg = self.paint(if exit_code == 0 { "2" } else { "1;31" }, &text);
                 self.note(job, &msg);
             }
             JobEvent::StepSkipped { step } => {
-                let msg = self.paint("2", &format!("--- step {step} not run (an earlier step failed)"));
+                let msg = self.paint(
+                    "2",
+                    &format!("--- step {step} not run (an earlier step failed)"),
+                );
                 self.note(job, &msg);
             }
-            JobEvent::Finished { result, duration_ms } => {
+            JobEvent::Finished {
+                result,
+                duration_ms,
+            } => {
                 self.flush_partial(job);
                 let text = format!("job {job} {result} ({:.1}s)", duration_ms as f64 / 1000.0);
                 let msg = self.paint(if result.is_success() { "1;32" } else { "1;31" }, &text);
@@ -198,6 +229,10 @@ impl Renderer {
             text.push_str(&format!("{job:<20} {:<11} {:>8}\n", "skipped", "-"));
         }
         self.out(text.as_bytes());
-        eprintln!("berth: build {} logs: {}", s.build_id, s.output_dir.display());
+        eprintln!(
+            "berth: build {} logs: {}",
+            s.build_id,
+            s.output_dir.display()
+        );
     }
 }

@@ -35,7 +35,10 @@ jobs:
     let out = run.output("main");
     assert!(out.contains("hello world"), "{out}");
     assert!(out.contains("job=main ci=true sd=true build=1"), "{out}");
-    assert!(out.contains("pwd=/sd/workspace/src src=/sd/workspace/src"), "{out}");
+    assert!(
+        out.contains("pwd=/sd/workspace/src src=/sd/workspace/src"),
+        "{out}"
+    );
     assert!(out.contains("source-file-content"), "{out}");
     let log = String::from_utf8(p.log("1", "main")).unwrap();
     assert!(log.contains("hello world"), "{log}");
@@ -67,7 +70,10 @@ jobs:
     assert_eq!(run.result("main")["exit_code"], 7);
     let steps: Vec<_> = run.steps("main").into_iter().map(|(s, _)| s).collect();
     assert_eq!(steps, ["first", "breaks", "teardown-cleanup"]);
-    assert!(run.output("main").contains("teardown ran with MARK=set-by-first"));
+    assert!(
+        run.output("main")
+            .contains("teardown ran with MARK=set-by-first")
+    );
     run.assert_nothing_left();
 }
 
@@ -96,8 +102,15 @@ jobs:
         let run = p.run_json(&[]);
         run.assert_code(0);
         let out = run.output("main");
-        assert!(out.contains("FOO=[a b 'c'] PWD=/sd/workspace/src/sub/dir NE=[]"), "{image}: {out}");
-        let shell = if image == DEBIAN { "shell=bash" } else { "shell=sh" };
+        assert!(
+            out.contains("FOO=[a b 'c'] PWD=/sd/workspace/src/sub/dir NE=[]"),
+            "{image}: {out}"
+        );
+        let shell = if image == DEBIAN {
+            "shell=bash"
+        } else {
+            "shell=sh"
+        };
         assert!(out.contains(shell), "{image}: {out}");
         run.assert_nothing_left();
     }
@@ -141,7 +154,10 @@ jobs:
     let mut skipped = run.skipped();
     skipped.sort();
     assert_eq!(skipped, ["after-join", "join-ab"]);
-    assert!(!run.stdout.contains("\"job\":\"pr-only\""), "pr-only must not run on a commit");
+    assert!(
+        !run.stdout.contains("\"job\":\"pr-only\""),
+        "pr-only must not run on a commit"
+    );
     run.assert_nothing_left();
 
     // `--job` runs exactly the named job, nothing downstream.
@@ -185,7 +201,10 @@ jobs:
     assert_eq!(run.result("slow")["status"], "timed_out");
     assert_eq!(run.result("slow")["step"], "stubborn");
     assert!(run.output("slow").contains("teardown-after-timeout"));
-    assert!(started.elapsed() < std::time::Duration::from_secs(60), "a timed-out job must not hang");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "a timed-out job must not hang"
+    );
     run.assert_nothing_left();
 }
 
@@ -208,7 +227,12 @@ jobs:
     ));
     let run = p.run_json(&[]);
     run.assert_code(1);
-    assert_eq!(run.result("hungry")["status"], "oom_killed", "{}", run.dump());
+    assert_eq!(
+        run.result("hungry")["status"],
+        "oom_killed",
+        "{}",
+        run.dump()
+    );
     run.assert_nothing_left();
 }
 
@@ -229,11 +253,19 @@ jobs:
     let run = p.run_json(&[]);
     run.assert_code(3);
     let message = run.result("main")["message"].as_str().unwrap().to_string();
-    assert!(message.contains("berth-test/does-not-exist:nope"), "{message}");
+    assert!(
+        message.contains("berth-test/does-not-exist:nope"),
+        "{message}"
+    );
     run.assert_nothing_left();
     let run = p.run_json(&["--pull", "never"]);
     run.assert_code(3);
-    assert!(run.result("main")["message"].as_str().unwrap().contains("--pull never"));
+    assert!(
+        run.result("main")["message"]
+            .as_str()
+            .unwrap()
+            .contains("--pull never")
+    );
 }
 
 #[test]
@@ -264,7 +296,10 @@ jobs:
     assert!(out.contains("token is ***"), "{out}");
     assert!(out.contains("half: ***!"), "{out}");
     let log = String::from_utf8_lossy(&p.log(&run.build_id(), "main")).into_owned();
-    assert!(!log.contains("s3cret-value") && !run.stdout.contains("s3cret-value"), "{log}");
+    assert!(
+        !log.contains("s3cret-value") && !run.stdout.contains("s3cret-value"),
+        "{log}"
+    );
     assert!(log.contains("half: ***!"), "{log}");
     run.assert_nothing_left();
 }

@@ -6,8 +6,9 @@ use bollard::models::{
     ContainerCreateBody, EndpointSettings, HostConfig, Mount as BMount, MountType, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -20,12 +21,16 @@ fn body(spec: &ContainerSpec) -> ContainerCreateBody {
         .iter()
         .map(|m| {
             let (typ, source, target, read_only) = match m {
-                Mount::Volume { source, target, read_only } => {
-                    (MountType::VOLUME, source, target, read_only)
-                }
-                Mount::Bind { source, target, read_only } => {
-                    (MountType::BIND, source, target, read_only)
-                }
+                Mount::Volume {
+                    source,
+                    target,
+                    read_only,
+                } => (MountType::VOLUME, source, target, read_only),
+                Mount::Bind {
+                    source,
+                    target,
+                    read_only,
+                } => (MountType::BIND, source, target, read_only),
             };
             BMount {
                 typ: Some(typ),
@@ -90,9 +95,12 @@ impl DockerEngine {
             .create_container(Some(opts.build()), body(spec))
             .await
             .map_err(|e| match e {
-                bollard::errors::Error::DockerResponseServerError { status_code: 404, message } => {
-                    EngineError::NotFound { what: format!("image {} ({})", spec.image, message.trim()) }
-                }
+                bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404,
+                    message,
+                } => EngineError::NotFound {
+                    what: format!("image {} ({})", spec.image, message.trim()),
+                },
                 e => EngineError::from_bollard(e, || format!("container {}", spec.image)),
             })?;
         Ok(resp.id)
@@ -105,7 +113,10 @@ impl DockerEngine {
             .map_err(|e| EngineError::from_bollard(e, || format!("container {id}")))
     }
 
-    pub(crate) async fn do_inspect_container(&self, id: &str) -> Result<ContainerInfo, EngineError> {
+    pub(crate) async fn do_inspect_container(
+        &self,
+        id: &str,
+    ) -> Result<ContainerInfo, EngineError> {
         let c = self
             .docker
             .inspect_container(id, None)
@@ -139,37 +150,53 @@ impl DockerEngine {
         })
     }
 
-    pub(crate) async fn do_kill_container(&self, id: &str, signal: &str) -> Result<(), EngineError> {
-        let opts = KillContainerOptionsBuilder::default().signal(signal).build();
+    pub(crate) async fn do_kill_container(
+        &self,
+        id: &str,
+        signal: &str,
+    ) -> Result<(), EngineError> {
+        let opts = KillContainerOptionsBuilder::default()
+            .signal(signal)
+            .build();
         match self.docker.kill_container(id, Some(opts)).await {
             Ok(()) => Ok(()),
             // Not running (409) or gone (404): nothing to signal.
             Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404 | 409, ..
+                status_code: 404 | 409,
+                ..
             }) => Ok(()),
             Err(e) => Err(EngineError::from_bollard(e, || format!("container {id}"))),
         }
     }
 
     pub(crate) async fn do_remove_container(&self, id: &str) -> Result<(), EngineError> {
-        let opts = RemoveContainerOptionsBuilder::default().force(true).v(true).build();
+        let opts = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
         match self.docker.remove_container(id, Some(opts)).await {
             Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                Ok(())
-            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             // Removal already in progress (a concurrent reaper): treat as done.
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 409, message })
-                if message.contains("already in progress") =>
-            {
-                Ok(())
-            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 409,
+                message,
+            }) if message.contains("already in progress") => Ok(()),
             Err(e) => Err(EngineError::from_bollard(e, || format!("container {id}"))),
         }
     }
 
-    pub(crate) fn do_container_logs(&self, id: &str, follow: bool, tail: Option<usize>) -> ByteStream {
-        let tail = tail.map(|n| n.to_string()).unwrap_or_else(|| "all".to_string());
+    pub(crate) fn do_container_logs(
+        &self,
+        id: &str,
+        follow: bool,
+        tail: Option<usize>,
+    ) -> ByteStream {
+        let tail = tail
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "all".to_string());
         let opts = LogsOptionsBuilder::default()
             .follow(follow)
             .stdout(true)
@@ -184,8 +211,15 @@ impl DockerEngine {
             .boxed()
     }
 
-    pub(crate) async fn do_put_archive(&self, id: &str, path: &str, tar: Bytes) -> Result<(), EngineError> {
-        let opts = UploadToContainerOptionsBuilder::default().path(path).build();
+    pub(crate) async fn do_put_archive(
+        &self,
+        id: &str,
+        path: &str,
+        tar: Bytes,
+    ) -> Result<(), EngineError> {
+        let opts = UploadToContainerOptionsBuilder::default()
+            .path(path)
+            .build();
         self.docker
             .upload_to_container(id, Some(opts), bollard::body_full(tar))
             .await
@@ -193,7 +227,9 @@ impl DockerEngine {
     }
 
     pub(crate) fn do_get_archive(&self, id: &str, path: &str) -> ByteStream {
-        let opts = DownloadFromContainerOptionsBuilder::default().path(path).build();
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
         let what = format!("path {path} in container {id}");
         self.docker
             .download_from_container(id, Some(opts))

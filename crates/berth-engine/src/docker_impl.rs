@@ -131,7 +131,10 @@ impl Engine for DockerEngine {
         };
         Ok(match kind {
             ObjectKind::Container => {
-                let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+                let opts = ListContainersOptionsBuilder::default()
+                    .all(true)
+                    .filters(&filters)
+                    .build();
                 self.docker
                     .list_containers(Some(opts))
                     .await
@@ -151,7 +154,9 @@ impl Engine for DockerEngine {
                     .collect()
             }
             ObjectKind::Network => {
-                let opts = ListNetworksOptionsBuilder::default().filters(&filters).build();
+                let opts = ListNetworksOptionsBuilder::default()
+                    .filters(&filters)
+                    .build();
                 self.docker
                     .list_networks(Some(opts))
                     .await
@@ -166,7 +171,9 @@ impl Engine for DockerEngine {
                     .collect()
             }
             ObjectKind::Volume => {
-                let opts = ListVolumesOptionsBuilder::default().filters(&filters).build();
+                let opts = ListVolumesOptionsBuilder::default()
+                    .filters(&filters)
+                    .build();
                 self.docker
                     .list_volumes(Some(opts))
                     .await

@@ -6,7 +6,10 @@ use crate::DaemonAddress;
 pub enum EngineError {
     /// The daemon could not be reached at all.
     #[error("cannot reach the Docker daemon at {address}: {reason}")]
-    Unreachable { address: DaemonAddress, reason: String },
+    Unreachable {
+        address: DaemonAddress,
+        reason: String,
+    },
     /// The object does not exist.
     #[error("{what} not found")]
     NotFound { what: String },
@@ -30,21 +33,29 @@ impl EngineError {
     pub fn is_connection(&self) -> bool {
         matches!(
             self,
-            EngineError::Unreachable { .. } | EngineError::Transport(_) | EngineError::Timeout { .. }
+            EngineError::Unreachable { .. }
+                | EngineError::Transport(_)
+                | EngineError::Timeout { .. }
         )
     }
 
     pub(crate) fn from_bollard(err: bollard::errors::Error, what: impl FnOnce() -> String) -> Self {
         use bollard::errors::Error as B;
         match err {
-            B::DockerResponseServerError { status_code: 404, .. } => {
-                EngineError::NotFound { what: what() }
-            }
-            B::DockerResponseServerError { status_code, message } => EngineError::Api {
+            B::DockerResponseServerError {
+                status_code: 404, ..
+            } => EngineError::NotFound { what: what() },
+            B::DockerResponseServerError {
+                status_code,
+                message,
+            } => EngineError::Api {
                 status: status_code,
                 message: message.trim().to_string(),
             },
-            B::RequestTimeoutError => EngineError::Timeout { what: what(), seconds: 120 },
+            B::RequestTimeoutError => EngineError::Timeout {
+                what: what(),
+                seconds: 120,
+            },
             other => EngineError::Transport(other.to_string()),
         }
     }

@@ -9,7 +9,11 @@ use crate::{DockerEngine, EngineError, ExecHandle, ExecSpec};
 const OUTPUT_CAPACITY: usize = 64 * 1024;
 
 impl DockerEngine {
-    pub(crate) async fn do_exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecHandle, EngineError> {
+    pub(crate) async fn do_exec(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+    ) -> Result<ExecHandle, EngineError> {
         let what = || format!("container {container}");
         let created = self
             .docker
@@ -46,10 +50,16 @@ impl DockerEngine {
                 .boxed(),
             StartExecResults::Detached => futures_util::stream::empty().boxed(),
         };
-        Ok(ExecHandle { id: created.id, output })
+        Ok(ExecHandle {
+            id: created.id,
+            output,
+        })
     }
 
-    pub(crate) async fn do_exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError> {
+    pub(crate) async fn do_exec_exit_code(
+        &self,
+        exec_id: &str,
+    ) -> Result<Option<i64>, EngineError> {
         let info = self
             .docker
             .inspect_exec(exec_id)

@@ -57,7 +57,10 @@ impl DockerEngine {
             match item {
                 Ok(info) => {
                     if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                        return Err(EngineError::Pull { image: image.to_string(), message: err });
+                        return Err(EngineError::Pull {
+                            image: image.to_string(),
+                            message: err,
+                        });
                     }
                     let detail = info.progress_detail.unwrap_or_default();
                     progress(PullProgress {
@@ -89,8 +92,14 @@ mod tests {
     fn references_split_into_repo_and_tag() {
         assert_eq!(split_reference("busybox"), ("busybox", "latest"));
         assert_eq!(split_reference("node:20"), ("node", "20"));
-        assert_eq!(split_reference("localhost:5000/app"), ("localhost:5000/app", "latest"));
-        assert_eq!(split_reference("localhost:5000/app:1"), ("localhost:5000/app", "1"));
+        assert_eq!(
+            split_reference("localhost:5000/app"),
+            ("localhost:5000/app", "latest")
+        );
+        assert_eq!(
+            split_reference("localhost:5000/app:1"),
+            ("localhost:5000/app", "1")
+        );
         assert_eq!(split_reference("a@sha256:00"), ("a@sha256:00", ""));
     }
 }

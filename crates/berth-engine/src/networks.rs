@@ -28,9 +28,9 @@ impl DockerEngine {
     pub(crate) async fn do_remove_network(&self, id: &str) -> Result<(), EngineError> {
         match self.docker.remove_network(id).await {
             Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                Ok(())
-            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(e) => Err(EngineError::from_bollard(e, || format!("network {id}"))),
         }
     }

@@ -63,9 +63,18 @@ impl Owner {
         std::fs::create_dir_all(&dir)?;
         let id = random_hex(6);
         let lock_path = dir.join(format!("{id}.lock"));
-        let lock = OpenOptions::new().create(true).truncate(true).write(true).open(&lock_path)?;
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(&lock_path)?;
         lock.lock()?;
-        Ok(Owner { id, host: hostname(), lock_path, _lock: lock })
+        Ok(Owner {
+            id,
+            host: hostname(),
+            lock_path,
+            _lock: lock,
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -88,7 +97,9 @@ impl Owner {
 
     /// [`Owner::is_dead`] with lock files in `dir`.
     pub fn is_dead_in(dir: &std::path::Path, object_labels: &Labels) -> bool {
-        let Some(id) = object_labels.get(labels::OWNER) else { return false };
+        let Some(id) = object_labels.get(labels::OWNER) else {
+            return false;
+        };
         if object_labels.get(labels::OWNER_HOST).map(String::as_str) != Some(hostname().as_str()) {
             return false;
         }

@@ -37,10 +37,8 @@ pub async fn reap_dead_owners(
     let mut dead = BTreeSet::new();
     let report = reap_matching(engine, labels::OWNER, None, |o| {
         let is_dead = Owner::is_dead(&o.labels);
-        if is_dead {
-            if let Some(id) = o.labels.get(labels::OWNER) {
-                dead.insert(id.clone());
-            }
+        if let Some(id) = o.labels.get(labels::OWNER).filter(|_| is_dead) {
+            dead.insert(id.clone());
         }
         is_dead
     })
@@ -55,7 +53,11 @@ async fn reap_matching(
     mut keep: impl FnMut(&LabelledObject) -> bool,
 ) -> Result<ReapReport, EngineError> {
     let mut report = ReapReport::default();
-    for kind in [ObjectKind::Container, ObjectKind::Network, ObjectKind::Volume] {
+    for kind in [
+        ObjectKind::Container,
+        ObjectKind::Network,
+        ObjectKind::Volume,
+    ] {
         let objects: Vec<_> = engine
             .list_labelled(kind, key, value)
             .await?

@@ -39,8 +39,16 @@ pub struct PullProgress {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Mount {
-    Volume { source: String, target: String, read_only: bool },
-    Bind { source: String, target: String, read_only: bool },
+    Volume {
+        source: String,
+        target: String,
+        read_only: bool,
+    },
+    Bind {
+        source: String,
+        target: String,
+        read_only: bool,
+    },
 }
 
 /// What a container is created from. Every field maps to one Docker setting.

@@ -6,7 +6,11 @@ use bollard::query_parameters::RemoveVolumeOptionsBuilder;
 use crate::{DockerEngine, EngineError, Labels};
 
 impl DockerEngine {
-    pub(crate) async fn do_create_volume(&self, name: &str, labels: &Labels) -> Result<(), EngineError> {
+    pub(crate) async fn do_create_volume(
+        &self,
+        name: &str,
+        labels: &Labels,
+    ) -> Result<(), EngineError> {
         self.docker
             .create_volume(VolumeCreateRequest {
                 name: Some(name.to_string()),
@@ -22,9 +26,9 @@ impl DockerEngine {
         let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
         match self.docker.remove_volume(name, Some(opts)).await {
             Ok(()) => Ok(()),
-            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => {
-                Ok(())
-            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
             Err(e) => Err(EngineError::from_bollard(e, || format!("volume {name}"))),
         }
     }

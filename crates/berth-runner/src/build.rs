@@ -10,15 +10,24 @@ use serde::Serialize;
 pub enum JobResult {
     Success,
     /// A step exited non-zero.
-    Failure { step: String, exit_code: i64 },
+    Failure {
+        step: String,
+        exit_code: i64,
+    },
     /// The job ran past its timeout and was stopped.
-    TimedOut { step: Option<String> },
+    TimedOut {
+        step: Option<String>,
+    },
     /// The kernel killed a process of the job for exceeding its memory limit.
-    OomKilled { step: String },
+    OomKilled {
+        step: String,
+    },
     /// The run was interrupted.
     Cancelled,
     /// berth could not do its work (daemon, image, workspace).
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 impl JobResult {
@@ -48,7 +57,10 @@ impl std::fmt::Display for JobResult {
             JobResult::TimedOut { step: Some(s) } => write!(f, "timed out in step `{s}`"),
             JobResult::TimedOut { step: None } => write!(f, "timed out"),
             JobResult::OomKilled { step } => {
-                write!(f, "out of memory: step `{step}` was killed by the kernel (raise screwdriver.cd/ram)")
+                write!(
+                    f,
+                    "out of memory: step `{step}` was killed by the kernel (raise screwdriver.cd/ram)"
+                )
             }
             JobResult::Cancelled => write!(f, "cancelled"),
             JobResult::Error { message } => write!(f, "error: {message}"),
@@ -77,7 +89,11 @@ impl BuildSummary {
     pub fn exit_code(&self) -> i32 {
         if self.cancelled {
             130
-        } else if self.jobs.iter().any(|j| matches!(j.result, JobResult::Error { .. })) {
+        } else if self
+            .jobs
+            .iter()
+            .any(|j| matches!(j.result, JobResult::Error { .. }))
+        {
             3
         } else if self.jobs.iter().all(|j| j.result.is_success()) && self.skipped.is_empty() {
             0

@@ -39,10 +39,15 @@ pub async fn run(
 
     let output_dir = opts.output_dir.clone();
     let exclude = vec![output_dir.clone(), opts.source_dir.join(".berth")];
-    let files = source::list_source_files(&opts.source_dir, &exclude)
-        .map_err(|e| RunError::Source { path: opts.source_dir.clone(), source: e })?;
-    let (build_id, build_dir) = allocate_build_dir(&output_dir)
-        .map_err(|e| RunError::Output { path: output_dir.clone(), source: e })?;
+    let files =
+        source::list_source_files(&opts.source_dir, &exclude).map_err(|e| RunError::Source {
+            path: opts.source_dir.clone(),
+            source: e,
+        })?;
+    let (build_id, build_dir) = allocate_build_dir(&output_dir).map_err(|e| RunError::Output {
+        path: output_dir.clone(),
+        source: e,
+    })?;
     let _ = events
         .send(RunEvent::BuildStarted {
             build_id: build_id.clone(),
@@ -78,18 +83,26 @@ pub async fn run(
                 running.spawn(async move {
                     let _permit = permits.acquire_owned().await;
                     if ctx.cancel.is_cancelled() {
-                        return JobSummary { job: job.name, result: JobResult::Cancelled, duration_ms: 0 };
+                        return JobSummary {
+                            job: job.name,
+                            result: JobResult::Cancelled,
+                            duration_ms: 0,
+                        };
                     }
                     run_job(ctx, job).await
                 });
             }
         }
-        let Some(done) = running.join_next().await else { break };
+        let Some(done) = running.join_next().await else {
+            break;
+        };
         let summary = match done {
             Ok(s) => s,
             Err(e) => JobSummary {
                 job: "?".into(),
-                result: JobResult::Error { message: format!("job task failed: {e}") },
+                result: JobResult::Error {
+                    message: format!("job task failed: {e}"),
+                },
                 duration_ms: 0,
             },
         };
@@ -100,10 +113,19 @@ pub async fn run(
     let skipped: Vec<(String, String)> = if cancel.is_cancelled() {
         Vec::new()
     } else {
-        scheduler.skipped().into_iter().map(|s| (s.job, s.reason)).collect()
+        scheduler
+            .skipped()
+            .into_iter()
+            .map(|s| (s.job, s.reason))
+            .collect()
     };
     for (job, reason) in &skipped {
-        let _ = events.send(RunEvent::JobSkipped { job: job.clone(), reason: reason.clone() }).await;
+        let _ = events
+            .send(RunEvent::JobSkipped {
+                job: job.clone(),
+                reason: reason.clone(),
+            })
+            .await;
     }
     let summary = BuildSummary {
         build_id,
@@ -112,7 +134,11 @@ pub async fn run(
         skipped,
         cancelled: cancel.is_cancelled(),
     };
-    let _ = events.send(RunEvent::BuildFinished { summary: summary.clone() }).await;
+    let _ = events
+        .send(RunEvent::BuildFinished {
+            summary: summary.clone(),
+        })
+        .await;
     Ok(summary)
 }
 

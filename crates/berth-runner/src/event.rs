@@ -41,7 +41,9 @@ pub enum RunEvent {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum JobEvent {
     /// The image is being pulled.
-    Pulling { image: String },
+    Pulling {
+        image: String,
+    },
     /// Pull progress of one layer (not included in JSON output).
     #[serde(skip)]
     PullProgress {
@@ -50,8 +52,14 @@ pub enum JobEvent {
         total: Option<u64>,
     },
     /// The job's container is up and its workspace is ready.
-    Started { image: String, container: String },
-    StepStarted { step: String, index: usize },
+    Started {
+        image: String,
+        container: String,
+    },
+    StepStarted {
+        step: String,
+        index: usize,
+    },
     /// Step output, secrets already masked. Raw bytes: may be binary, may split lines.
     Output {
         step: String,
@@ -64,8 +72,13 @@ pub enum JobEvent {
         duration_ms: u64,
     },
     /// A step that did not run because an earlier one failed.
-    StepSkipped { step: String },
-    Finished { result: JobResult, duration_ms: u64 },
+    StepSkipped {
+        step: String,
+    },
+    Finished {
+        result: JobResult,
+        duration_ms: u64,
+    },
 }
 
 fn lossy<S: serde::Serializer>(data: &Bytes, s: S) -> Result<S::Ok, S::Error> {

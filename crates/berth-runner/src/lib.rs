@@ -29,9 +29,15 @@ pub enum RunError {
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error("failed to create the build output directory {path}: {source}")]
-    Output { path: std::path::PathBuf, source: std::io::Error },
+    Output {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("failed to read the source tree {path}: {source}")]
-    Source { path: std::path::PathBuf, source: std::io::Error },
+    Source {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl RunError {

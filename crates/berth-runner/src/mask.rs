@@ -29,7 +29,11 @@ impl Masker {
         for s in &secrets {
             first_bytes[usize::from(s[0])] = true;
         }
-        Masker { secrets, first_bytes, pending: Vec::new() }
+        Masker {
+            secrets,
+            first_bytes,
+            pending: Vec::new(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -55,7 +59,11 @@ impl Masker {
                         continue 'scan;
                     }
                 }
-                if self.secrets.iter().any(|s| s.len() > rest.len() && s.starts_with(rest)) {
+                if self
+                    .secrets
+                    .iter()
+                    .any(|s| s.len() > rest.len() && s.starts_with(rest))
+                {
                     // Could be a secret cut by the read boundary: decide when more arrives.
                     self.pending = rest.to_vec();
                     return out;
@@ -91,10 +99,19 @@ mod tests {
     #[test]
     fn masks_whole_and_split_secrets() {
         assert_eq!(mask_chunks(&["hunter2"], &[b"pw=hunter2!"]), b"pw=***!");
-        assert_eq!(mask_chunks(&["hunter2"], &[b"pw=hun", b"ter2!"]), b"pw=***!");
-        assert_eq!(mask_chunks(&["hunter2"], &[b"h", b"u", b"n", b"t", b"e", b"r", b"2"]), b"***");
+        assert_eq!(
+            mask_chunks(&["hunter2"], &[b"pw=hun", b"ter2!"]),
+            b"pw=***!"
+        );
+        assert_eq!(
+            mask_chunks(&["hunter2"], &[b"h", b"u", b"n", b"t", b"e", b"r", b"2"]),
+            b"***"
+        );
         assert_eq!(mask_chunks(&["hunter2"], &[b"pw=hunt"]), b"pw=hunt");
-        assert_eq!(mask_chunks(&["abc", "abcdef"], &[b"xabcdefx abc"]), b"x*** ***");
+        assert_eq!(
+            mask_chunks(&["abc", "abcdef"], &[b"xabcdefx abc"]),
+            b"x*** ***"
+        );
         assert_eq!(mask_chunks(&[], &[b"plain"]), b"plain");
     }
 

@@ -46,7 +46,9 @@ impl RunOptions {
             source_dir,
             output_dir,
             start,
-            parallel: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            parallel: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
             pull: PullPolicy::Missing,
             secrets: BTreeMap::new(),
             params: BTreeMap::new(),

@@ -12,7 +12,11 @@ pub enum SecretError {
     )]
     Missing { names: Vec<String> },
     #[error("{file}:{line}: {message}")]
-    Dotenv { file: String, line: usize, message: String },
+    Dotenv {
+        file: String,
+        line: usize,
+        message: String,
+    },
 }
 
 /// Values for `declared` names: `given` (from `--secret` and files) first, else `env`.
@@ -31,7 +35,11 @@ pub fn resolve_secrets(
             None => missing.push(name.clone()),
         }
     }
-    if missing.is_empty() { Ok(values) } else { Err(SecretError::Missing { names: missing }) }
+    if missing.is_empty() {
+        Ok(values)
+    } else {
+        Err(SecretError::Missing { names: missing })
+    }
 }
 
 /// Parses a dotenv file: `NAME=value`, optional `export `, `#` comments, single or double quotes.
@@ -48,7 +56,9 @@ pub fn parse_dotenv(file: &str, text: &str) -> Result<BTreeMap<String, String>, 
             line: i + 1,
             message: message.to_string(),
         };
-        let (name, value) = line.split_once('=').ok_or_else(|| err("expected NAME=value"))?;
+        let (name, value) = line
+            .split_once('=')
+            .ok_or_else(|| err("expected NAME=value"))?;
         let name = name.trim();
         if name.is_empty()
             || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
@@ -91,7 +101,9 @@ mod tests {
         let names = vec!["A".to_string(), "B".to_string(), "C".to_string()];
         let env = |n: &str| (n == "C").then(|| "3".to_string());
         assert_eq!(
-            resolve_secrets(&names, &given, env).unwrap_err().to_string(),
+            resolve_secrets(&names, &given, env)
+                .unwrap_err()
+                .to_string(),
             "secret `B` declared by the pipeline but not given: pass --secret NAME=value, --secrets-file FILE, or set it in the environment"
         );
     }

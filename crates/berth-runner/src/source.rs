@@ -7,11 +7,44 @@ use std::process::Command;
 
 use berth_pipeline::Step;
 
-/// Where things live inside a job container (Screwdriver's layout).
+/// Where the workspace lives inside a job container by default (Screwdriver's layout).
 pub(crate) const WORKSPACE: &str = "/sd/workspace";
-pub(crate) const SOURCE_DIR: &str = "/sd/workspace/src";
-pub(crate) const ARTIFACTS_DIR: &str = "/sd/workspace/artifacts";
 pub(crate) const BERTH_DIR: &str = "/sd/berth";
+
+/// Where a job's workspace lives inside its container. Screwdriver's `/sd/workspace` by
+/// default; socket mode moves it to the host directory that backs it, so that paths a step
+/// hands to the host's daemon (`docker run -v "$PWD:/src"`) name the same files there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Layout {
+    /// Absolute path of the workspace root (`SD_ROOT_DIR`).
+    pub workspace: String,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout { workspace: WORKSPACE.to_string() }
+    }
+}
+
+impl Layout {
+    /// `SD_SOURCE_DIR`
+    pub(crate) fn source(&self) -> String {
+        format!("{}/src", self.workspace)
+    }
+    /// `SD_ARTIFACTS_DIR`
+    pub(crate) fn artifacts(&self) -> String {
+        format!("{}/artifacts", self.workspace)
+    }
+}
+
+/// A file berth adds to the setup archive besides the source tree (e.g. TLS client certificates).
+#[derive(Debug, Clone)]
+pub(crate) struct ExtraFile {
+    /// Absolute path inside the job container.
+    pub path: String,
+    pub data: Vec<u8>,
+    pub mode: u32,
+}
 
 /// Runs one step with the job's shell state: sourced by bash when the image has it, else sh.
 /// Exported variables and the working directory are saved on exit (any exit) for the next step.
@@ -48,23 +81,29 @@ pub(crate) fn list_source_files(dir: &Path, exclude: &[PathBuf]) -> io::Result<V
     let git = Command::new("git")
         .arg("-C")
         .arg(dir)
-        .args(["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+        .args([
+            "ls-files",
+            "-z",
+            "--cached",
+            "--others",
+            "--exclude-standard",
+        ])
         .stderr(std::process::Stdio::null())
         .output();
-    if let Ok(out) = git {
-        if out.status.success() {
-            let mut files: Vec<PathBuf> = out
-                .stdout
-                .split(|b| *b == 0)
-                .filter(|p| !p.is_empty())
-                .map(|p| PathBuf::from(String::from_utf8_lossy(p).into_owned()))
-                .filter(|p| dir.join(p).symlink_metadata().is_ok())
-                .filter(|p| !exclude.iter().any(|e| dir.join(p).starts_with(e)))
-                .collect();
-            files.sort();
-            files.dedup();
-            return Ok(files);
-        }
+    if let Ok(out) = git
+        && out.status.success()
+    {
+        let mut files: Vec<PathBuf> = out
+            .stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| PathBuf::from(String::from_utf8_lossy(p).into_owned()))
+            .filter(|p| dir.join(p).symlink_metadata().is_ok())
+            .filter(|p| !exclude.iter().any(|e| dir.join(p).starts_with(e)))
+            .collect();
+        files.sort();
+        files.dedup();
+        return Ok(files);
     }
     let mut files = Vec::new();
     walk(dir, Path::new(""), exclude, &mut files)?;
@@ -108,7 +147,11 @@ fn file_header(len: usize, mode: u32) -> tar::Header {
 }
 
 /// Builds the setup archive, to be extracted at `/` in the job container.
-pub(crate) fn setup_archive(source: &Path, files: &[PathBuf], steps: &[Step]) -> io::Result<Vec<u8>> {
+pub(crate) fn setup_archive(
+    source: &Path,
+    files: &[PathBuf],
+    steps: &[Step],
+) -> io::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
     for (path, mode) in [
@@ -127,7 +170,12 @@ pub(crate) fn setup_archive(source: &Path, files: &[PathBuf], steps: &[Step]) ->
     };
     add(&mut b, "sd/berth/wrap", WRAP.as_bytes(), 0o644)?;
     add(&mut b, "sd/berth/state/env", b"", 0o666)?;
-    add(&mut b, "sd/berth/state/cwd", format!("{SOURCE_DIR}\n").as_bytes(), 0o666)?;
+    add(
+        &mut b,
+        "sd/berth/state/cwd",
+        format!("{SOURCE_DIR}\n").as_bytes(),
+        0o666,
+    )?;
     for (i, step) in steps.iter().enumerate() {
         let mut text = step.command.clone();
         if !text.ends_with('\n') {
@@ -138,7 +186,7 @@ pub(crate) fn setup_archive(source: &Path, files: &[PathBuf], steps: &[Step]) ->
     }
     for rel in files {
         let full = source.join(rel);
-        let name = Path::new("sd/workspace/src").join(rel);
+        let name = Path::new(&ws).join("src").join(rel);
         b.append_path_with_name(&full, &name)?;
     }
     b.into_inner()
@@ -160,15 +208,25 @@ mod tests {
         let mut files = Vec::new();
         walk(&dir, Path::new(""), &[dir.join(".berth")], &mut files).unwrap();
         files.sort();
-        assert_eq!(files, vec![PathBuf::from("a.txt"), PathBuf::from("sub/b.txt")]);
-        let tar = setup_archive(&dir, &files, &[]).unwrap();
+        assert_eq!(
+            files,
+            vec![PathBuf::from("a.txt"), PathBuf::from("sub/b.txt")]
+        );
+        let tar = setup_archive(&dir, &files, &[], &Layout::default(), &[]).unwrap();
         let mut names: Vec<String> = tar::Archive::new(&tar[..])
             .entries()
             .unwrap()
             .map(|e| e.unwrap().path().unwrap().display().to_string())
             .collect();
         names.retain(|n| n.starts_with("sd/workspace/src/"));
-        assert_eq!(names, vec!["sd/workspace/src/", "sd/workspace/src/a.txt", "sd/workspace/src/sub/b.txt"]);
+        assert_eq!(
+            names,
+            vec![
+                "sd/workspace/src/",
+                "sd/workspace/src/a.txt",
+                "sd/workspace/src/sub/b.txt"
+            ]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

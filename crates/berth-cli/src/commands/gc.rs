@@ -8,7 +8,11 @@ use crate::{ExitCode, Failure};
 pub(crate) async fn gc(docker_host: Option<&str>, args: GcArgs) -> Result<ExitCode, Failure> {
     let engine = super::connect(docker_host).await?;
     if args.dry_run {
-        for kind in [ObjectKind::Container, ObjectKind::Network, ObjectKind::Volume] {
+        for kind in [
+            ObjectKind::Container,
+            ObjectKind::Network,
+            ObjectKind::Volume,
+        ] {
             for o in engine.list_labelled(kind, labels::OWNER, None).await? {
                 if Owner::is_dead(&o.labels) {
                     println!("would remove {kind} {}", o.name);
@@ -31,5 +35,9 @@ pub(crate) async fn gc(docker_host: Option<&str>, args: GcArgs) -> Result<ExitCo
         owners.len(),
         if owners.len() == 1 { "" } else { "s" }
     );
-    if report.is_clean() { Ok(ExitCode::Success) } else { Ok(ExitCode::Infrastructure) }
+    if report.is_clean() {
+        Ok(ExitCode::Success)
+    } else {
+        Ok(ExitCode::Infrastructure)
+    }
 }

@@ -30,8 +30,12 @@ pub(crate) async fn run(docker_host: Option<&str>, args: RunArgs) -> Result<Exit
     let (path, pipeline) = super::load_pipeline(args.file.as_deref())?;
     let mut secrets = BTreeMap::new();
     if let Some(file) = &args.secrets_file {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| Failure::usage(format!("failed to read secrets file {}: {e}", file.display())))?;
+        let text = std::fs::read_to_string(file).map_err(|e| {
+            Failure::usage(format!(
+                "failed to read secrets file {}: {e}",
+                file.display()
+            ))
+        })?;
         secrets = berth_runner::parse_dotenv(&file.display().to_string(), &text)
             .map_err(|e| Failure::usage(e.to_string()))?;
     }
@@ -61,8 +65,13 @@ pub(crate) async fn run(docker_host: Option<&str>, args: RunArgs) -> Result<Exit
             .unwrap_or_else(|| std::path::PathBuf::from(".")),
     };
     if !source_dir.is_dir() {
-        return Err(Failure::usage(format!("source directory {} does not exist", source_dir.display())));
+        return Err(Failure::usage(format!(
+            "source directory {} does not exist",
+            source_dir.display()
+        )));
     }
+    // Check the job selection before touching the daemon: a typo is a usage error.
+    berth_pipeline::Scheduler::new(&pipeline, &start).map_err(|e| Failure::usage(e.to_string()))?;
     let mut opts = RunOptions::new(source_dir, args.output.clone(), start);
     if let Some(n) = args.parallel {
         if n == 0 {
@@ -84,8 +93,12 @@ pub(crate) async fn run(docker_host: Option<&str>, args: RunArgs) -> Result<Exit
         eprintln!("{w}");
     }
     let engine: Arc<dyn Engine> = Arc::new(super::connect(docker_host).await?);
-    let owner = Owner::register()
-        .map_err(|e| Failure::infra(format!("failed to register this run in {}: {e}", berth_engine_owners_dir())))?;
+    let owner = Owner::register().map_err(|e| {
+        Failure::infra(format!(
+            "failed to register this run in {}: {e}",
+            berth_engine_owners_dir()
+        ))
+    })?;
 
     // Remove what dead runs left behind, alongside this run (never touches live runs).
     let gc_engine = engine.clone();
@@ -101,7 +114,10 @@ pub(crate) async fn run(docker_host: Option<&str>, args: RunArgs) -> Result<Exit
     let _ = render.await;
     if let Ok(Ok((_, report))) = gc.await {
         if !report.removed.is_empty() {
-            eprintln!("berth: removed {} object(s) left behind by runs that died", report.removed.len());
+            eprintln!(
+                "berth: removed {} object(s) left behind by runs that died",
+                report.removed.len()
+            );
         }
     }
     match result {
@@ -112,7 +128,12 @@ pub(crate) async fn run(docker_host: Option<&str>, args: RunArgs) -> Result<Exit
 }
 
 fn berth_engine_owners_dir() -> String {
-    std::env::var("BERTH_OWNERS_DIR").unwrap_or_else(|_| std::env::temp_dir().join("berth-owners").display().to_string())
+    std::env::var("BERTH_OWNERS_DIR").unwrap_or_else(|_| {
+        std::env::temp_dir()
+            .join("berth-owners")
+            .display()
+            .to_string()
+    })
 }
 
 /// First Ctrl-C / SIGTERM cancels the run (jobs are cleaned up); a second one exits at once.
@@ -129,7 +150,9 @@ fn spawn_signal_handler(cancel: CancellationToken) {
             if n > 0 {
                 std::process::exit(ExitCode::Interrupted as i32);
             }
-            eprintln!("berth: interrupted; cancelling jobs and cleaning up (again to exit at once)");
+            eprintln!(
+                "berth: interrupted; cancelling jobs and cleaning up (again to exit at once)"
+            );
             cancel.cancel();
         }
     });

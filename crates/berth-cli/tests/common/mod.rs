@@ -44,7 +44,10 @@ pub struct Project {
 
 impl Project {
     pub fn new(pipeline: &str) -> Project {
-        let dir = tempfile::Builder::new().prefix("berth-test-").tempdir().expect("tempdir");
+        let dir = tempfile::Builder::new()
+            .prefix("berth-test-")
+            .tempdir()
+            .expect("tempdir");
         std::fs::write(dir.path().join("screwdriver.yaml"), pipeline).expect("write pipeline");
         Project { dir }
     }
@@ -66,7 +69,10 @@ impl Project {
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(berth_bin());
-        c.current_dir(self.path()).args(args).env_remove("BERTH_LOG").env("NO_COLOR", "1");
+        c.current_dir(self.path())
+            .args(args)
+            .env_remove("BERTH_LOG")
+            .env("NO_COLOR", "1");
         c
     }
 
@@ -132,7 +138,10 @@ impl Run {
     }
 
     pub fn dump(&self) -> String {
-        format!("exit {}\n--- stdout\n{}\n--- stderr\n{}", self.code, self.stdout, self.stderr)
+        format!(
+            "exit {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
     }
 
     /// The result object of a finished job (`{"status": ...}`).
@@ -145,7 +154,10 @@ impl Run {
     }
 
     pub fn status(&self, job: &str) -> String {
-        self.result(job)["status"].as_str().unwrap_or_default().to_string()
+        self.result(job)["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub fn skipped(&self) -> Vec<String> {
@@ -170,7 +182,12 @@ impl Run {
         self.events
             .iter()
             .filter(|e| e["event"] == "job" && e["job"] == job && e["type"] == "step_finished")
-            .map(|e| (e["step"].as_str().unwrap().to_string(), e["exit_code"].as_i64().unwrap()))
+            .map(|e| {
+                (
+                    e["step"].as_str().unwrap().to_string(),
+                    e["exit_code"].as_i64().unwrap(),
+                )
+            })
             .collect()
     }
 
@@ -187,13 +204,20 @@ impl Run {
 /// Asserts nothing labelled with `owner` remains (containers, networks, volumes).
 pub fn assert_owner_clean(owner: &str) {
     let left = labelled(&format!("io.berth.owner={owner}"));
-    assert!(left.is_empty(), "objects of owner {owner} left on the daemon: {left:?}");
+    assert!(
+        left.is_empty(),
+        "objects of owner {owner} left on the daemon: {left:?}"
+    );
 }
 
 /// Names of containers, networks and volumes carrying `label` (`key` or `key=value`).
 pub fn labelled(label: &str) -> Vec<String> {
     let mut out = Vec::new();
-    for (kind, fmt) in [("container", "{{.Names}}"), ("network", "{{.Name}}"), ("volume", "{{.Name}}")] {
+    for (kind, fmt) in [
+        ("container", "{{.Names}}"),
+        ("network", "{{.Name}}"),
+        ("volume", "{{.Name}}"),
+    ] {
         let args: Vec<String> = match kind {
             "container" => vec!["ps".into(), "-a".into()],
             k => vec![k.into(), "ls".into()],
@@ -203,7 +227,11 @@ pub fn labelled(label: &str) -> Vec<String> {
             .args(["--filter", &format!("label={label}"), "--format", fmt])
             .output()
             .expect("docker");
-        out.extend(String::from_utf8_lossy(&o.stdout).lines().map(|l| format!("{kind} {l}")));
+        out.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| format!("{kind} {l}")),
+        );
     }
     out
 }

@@ -13,7 +13,9 @@ pub(crate) async fn collect(ctx: &Context, job: &str, container: &str) -> Result
         .map_err(|e| JobError::Message(format!("failed to create {}: {e}", dest.display())))?;
     // Spool to a file first: artifacts can be large and memory stays bounded.
     let spool_path = ctx.build_dir.join(format!(".{job}.artifacts.tar"));
-    let io = |e: std::io::Error| JobError::Message(format!("failed to write {}: {e}", spool_path.display()));
+    let io = |e: std::io::Error| {
+        JobError::Message(format!("failed to write {}: {e}", spool_path.display()))
+    };
     let mut spool = std::io::BufWriter::new(std::fs::File::create(&spool_path).map_err(io)?);
     let mut stream = ctx.engine.get_archive(container, ARTIFACTS_DIR);
     while let Some(chunk) = stream.next().await {
@@ -52,7 +54,10 @@ fn unpack(tar_path: &std::path::Path, dest: &std::path::Path) -> std::io::Result
             continue;
         }
         if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(std::io::Error::other(format!("refused artifact path {}", path.display())));
+            return Err(std::io::Error::other(format!(
+                "refused artifact path {}",
+                path.display()
+            )));
         }
         let target = dest.join(&rel);
         if let Some(parent) = target.parent() {

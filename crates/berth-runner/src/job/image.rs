@@ -8,9 +8,12 @@ use tokio::sync::OnceCell;
 use super::{Context, JobError};
 use crate::{JobEvent, PullPolicy};
 
+/// The outcome of making one image available, shared by every job that uses it.
+type ImageCell = Arc<OnceCell<Result<(), String>>>;
+
 #[derive(Default)]
 pub(crate) struct ImageCache {
-    cells: Mutex<HashMap<String, Arc<OnceCell<Result<(), String>>>>>,
+    cells: Mutex<HashMap<String, ImageCell>>,
 }
 
 pub(crate) async fn ensure(ctx: &Context, job: &str, image: &str) -> Result<(), JobError> {
@@ -38,14 +41,24 @@ async fn fetch(ctx: &Context, job: &str, image: &str) -> Result<(), JobError> {
             "image {image} is not on the daemon and --pull never forbids pulling it: build or load it first (docker images lists what is there)"
         )));
     }
-    ctx.emit(job, JobEvent::Pulling { image: image.to_string() }).await;
+    ctx.emit(
+        job,
+        JobEvent::Pulling {
+            image: image.to_string(),
+        },
+    )
+    .await;
     let events = ctx.events.clone();
     let job_name = job.to_string();
     let progress = move |p: berth_engine::PullProgress| {
         if let Some(layer) = p.layer {
             let _ = events.try_send(crate::RunEvent::Job {
                 job: job_name.clone(),
-                detail: JobEvent::PullProgress { layer, current: p.current, total: p.total },
+                detail: JobEvent::PullProgress {
+                    layer,
+                    current: p.current,
+                    total: p.total,
+                },
             });
         }
     };
@@ -53,8 +66,14 @@ async fn fetch(ctx: &Context, job: &str, image: &str) -> Result<(), JobError> {
         Ok(()) => Ok(()),
         Err(e) => {
             // With policy `always`, a local copy still serves when the registry cannot be reached.
-            if ctx.opts.pull == PullPolicy::Always && engine.image_exists(image).await.unwrap_or(false) {
-                ctx.warn(job, format!("could not pull {image} ({e}); using the local copy")).await;
+            if ctx.opts.pull == PullPolicy::Always
+                && engine.image_exists(image).await.unwrap_or(false)
+            {
+                ctx.warn(
+                    job,
+                    format!("could not pull {image} ({e}); using the local copy"),
+                )
+                .await;
                 return Ok(());
             }
             Err(JobError::Message(format!(

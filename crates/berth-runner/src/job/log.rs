@@ -17,20 +17,35 @@ impl JobLog {
     pub(crate) async fn create(ctx: &Context, job: &str) -> JobLog {
         let path = ctx.build_dir.join(format!("{job}.log"));
         match File::create(&path) {
-            Ok(f) => JobLog { path, file: Some(BufWriter::with_capacity(64 * 1024, f)), error: None },
+            Ok(f) => JobLog {
+                path,
+                file: Some(BufWriter::with_capacity(64 * 1024, f)),
+                error: None,
+            },
             Err(e) => {
-                ctx.warn(job, format!("failed to create log file {}: {e}", path.display())).await;
-                JobLog { path, file: None, error: None }
+                ctx.warn(
+                    job,
+                    format!("failed to create log file {}: {e}", path.display()),
+                )
+                .await;
+                JobLog {
+                    path,
+                    file: None,
+                    error: None,
+                }
             }
         }
     }
 
     pub(crate) fn write(&mut self, data: &[u8]) {
-        if let Some(f) = &mut self.file {
-            if let Err(e) = f.write_all(data) {
-                self.error = Some(format!("failed to write log file {}: {e}; the rest of this job's log is only on the console", self.path.display()));
-                self.file = None;
-            }
+        if let Some(f) = &mut self.file
+            && let Err(e) = f.write_all(data)
+        {
+            self.error = Some(format!(
+                "failed to write log file {}: {e}; the rest of this job's log is only on the console",
+                self.path.display()
+            ));
+            self.file = None;
         }
     }
 
@@ -41,11 +56,14 @@ impl JobLog {
 
     /// Flushes; returns a message if any write failed.
     pub(crate) fn flush(&mut self) -> Option<String> {
-        if let Some(f) = &mut self.file {
-            if let Err(e) = f.flush() {
-                self.error = Some(format!("failed to write log file {}: {e}", self.path.display()));
-                self.file = None;
-            }
+        if let Some(f) = &mut self.file
+            && let Err(e) = f.flush()
+        {
+            self.error = Some(format!(
+                "failed to write log file {}: {e}",
+                self.path.display()
+            ));
+            self.file = None;
         }
         self.error.take()
     }

@@ -49,11 +49,23 @@ pub(crate) struct Context {
 impl Context {
     pub(crate) async fn emit(&self, job: &str, event: JobEvent) {
         // A closed receiver means nobody is listening any more; the job goes on regardless.
-        let _ = self.events.send(RunEvent::Job { job: job.to_string(), detail: event }).await;
+        let _ = self
+            .events
+            .send(RunEvent::Job {
+                job: job.to_string(),
+                detail: event,
+            })
+            .await;
     }
 
     pub(crate) async fn warn(&self, job: &str, message: String) {
-        let _ = self.events.send(RunEvent::Warning { job: Some(job.to_string()), message }).await;
+        let _ = self
+            .events
+            .send(RunEvent::Warning {
+                job: Some(job.to_string()),
+                message,
+            })
+            .await;
     }
 
     /// Labels for an object of this job.
@@ -92,7 +104,8 @@ pub(crate) async fn run_job(ctx: Arc<Context>, job: Job) -> JobSummary {
     if let Some(container) = &res.container {
         if !matches!(result, JobResult::Cancelled) {
             if let Err(e) = artifacts::collect(&ctx, &job.name, container).await {
-                ctx.warn(&job.name, format!("failed to copy artifacts: {e}")).await;
+                ctx.warn(&job.name, format!("failed to copy artifacts: {e}"))
+                    .await;
             }
         }
     }
@@ -105,11 +118,27 @@ pub(crate) async fn run_job(ctx: Arc<Context>, job: Job) -> JobSummary {
         ctx.warn(&job.name, m).await;
     }
     let duration_ms = started.elapsed().as_millis() as u64;
-    ctx.emit(&job.name, JobEvent::Finished { result: result.clone(), duration_ms }).await;
-    JobSummary { job: job.name, result, duration_ms }
+    ctx.emit(
+        &job.name,
+        JobEvent::Finished {
+            result: result.clone(),
+            duration_ms,
+        },
+    )
+    .await;
+    JobSummary {
+        job: job.name,
+        result,
+        duration_ms,
+    }
 }
 
-async fn run_phases(ctx: &Context, job: &Job, res: &mut Resources, log: &mut log::JobLog) -> JobResult {
+async fn run_phases(
+    ctx: &Context,
+    job: &Job,
+    res: &mut Resources,
+    log: &mut log::JobLog,
+) -> JobResult {
     if let Err(e) = image::ensure(ctx, &job.name, &job.image).await {
         return error_result(e);
     }
@@ -117,14 +146,22 @@ async fn run_phases(ctx: &Context, job: &Job, res: &mut Resources, log: &mut log
         Ok(c) => c,
         Err(e) => return error_result(e),
     };
-    ctx.emit(&job.name, JobEvent::Started { image: job.image.clone(), container: container.clone() })
-        .await;
+    ctx.emit(
+        &job.name,
+        JobEvent::Started {
+            image: job.image.clone(),
+            container: container.clone(),
+        },
+    )
+    .await;
     let timeout = job.timeout.unwrap_or(ctx.opts.default_timeout);
     steps::run_all(ctx, job, &container, timeout, log).await
 }
 
 pub(crate) fn error_result(e: JobError) -> JobResult {
-    JobResult::Error { message: e.to_string() }
+    JobResult::Error {
+        message: e.to_string(),
+    }
 }
 
 /// Why a job could not be done (infrastructure, not the job's own failure).

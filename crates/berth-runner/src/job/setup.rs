@@ -37,11 +37,17 @@ pub(crate) fn environment(ctx: &Context, job: &Job) -> Vec<String> {
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
-pub(crate) async fn create(ctx: &Context, job: &Job, res: &mut Resources) -> Result<String, JobError> {
+pub(crate) async fn create(
+    ctx: &Context,
+    job: &Job,
+    res: &mut Resources,
+) -> Result<String, JobError> {
     let engine = &ctx.engine;
     let name = ctx.object_name(&job.name);
     let volume = format!("{name}-ws");
-    engine.create_volume(&volume, &ctx.labels(&job.name, "workspace")).await?;
+    engine
+        .create_volume(&volume, &ctx.labels(&job.name, "workspace"))
+        .await?;
     res.volume = Some(volume.clone());
 
     let spec = ContainerSpec {
@@ -52,7 +58,11 @@ pub(crate) async fn create(ctx: &Context, job: &Job, res: &mut Resources) -> Res
         env: environment(ctx, job),
         labels: ctx.labels(&job.name, "job"),
         working_dir: Some(SOURCE_DIR.into()),
-        mounts: vec![Mount::Volume { source: volume, target: WORKSPACE.into(), read_only: false }],
+        mounts: vec![Mount::Volume {
+            source: volume,
+            target: WORKSPACE.into(),
+            read_only: false,
+        }],
         memory_bytes: job.resources.memory_bytes.map(|b| b as i64),
         nano_cpus: job.resources.cpus.map(|c| (c * 1e9) as i64),
         ..Default::default()
@@ -70,10 +80,11 @@ pub(crate) async fn create(ctx: &Context, job: &Job, res: &mut Resources) -> Res
     let source_dir = ctx.opts.source_dir.clone();
     let files = ctx.files.clone();
     let steps = job.steps.clone();
-    let tar = tokio::task::spawn_blocking(move || source::setup_archive(&source_dir, &files, &steps))
-        .await
-        .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?
-        .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?;
+    let tar =
+        tokio::task::spawn_blocking(move || source::setup_archive(&source_dir, &files, &steps))
+            .await
+            .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?
+            .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?;
     engine.put_archive(&id, "/", tar.into()).await?;
     Ok(id)
 }

@@ -25,7 +25,12 @@ pub(crate) async fn run_all(
 ) -> JobResult {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut current: Option<String> = None;
-    let regular: Vec<_> = job.steps.iter().enumerate().filter(|(_, s)| !s.teardown).collect();
+    let regular: Vec<_> = job
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.teardown)
+        .collect();
     let timed = async {
         for (index, step) in &regular {
             current = Some(step.name.clone());
@@ -47,20 +52,34 @@ pub(crate) async fn run_all(
                 timeout.as_secs_f64() / 60.0
             ));
             stop::terminate_processes(ctx, container, ctx.opts.stop_grace).await;
-            JobResult::TimedOut { step: current.clone() }
+            JobResult::TimedOut {
+                step: current.clone(),
+            }
         }
     };
     if !result.is_success() {
-        let after_current = regular.iter().skip_while(|(_, s)| Some(&s.name) != current.as_ref());
+        let after_current = regular
+            .iter()
+            .skip_while(|(_, s)| Some(&s.name) != current.as_ref());
         for (_, step) in after_current.skip(1) {
-            ctx.emit(&job.name, JobEvent::StepSkipped { step: step.name.clone() }).await;
+            ctx.emit(
+                &job.name,
+                JobEvent::StepSkipped {
+                    step: step.name.clone(),
+                },
+            )
+            .await;
         }
     }
     if matches!(result, JobResult::Error { .. }) {
         return result;
     }
     for (index, step) in job.steps.iter().enumerate().filter(|(_, s)| s.teardown) {
-        let r = tokio::time::timeout(ctx.opts.teardown_timeout, run_step(ctx, job, container, index, log)).await;
+        let r = tokio::time::timeout(
+            ctx.opts.teardown_timeout,
+            run_step(ctx, job, container, index, log),
+        )
+        .await;
         match r {
             Ok(Ok(0)) => {}
             Ok(Ok(code)) => {
@@ -76,7 +95,9 @@ pub(crate) async fn run_all(
             Err(_) => {
                 stop::terminate_processes(ctx, container, ctx.opts.stop_grace).await;
                 if result.is_success() {
-                    result = JobResult::TimedOut { step: Some(step.name.clone()) };
+                    result = JobResult::TimedOut {
+                        step: Some(step.name.clone()),
+                    };
                 }
             }
         }
@@ -86,21 +107,33 @@ pub(crate) async fn run_all(
 
 async fn step_failure(ctx: &Context, container: &str, step: &str, code: i64) -> JobResult {
     if code == SIGKILL_EXIT && oom_killed(ctx, container).await {
-        return JobResult::OomKilled { step: step.to_string() };
+        return JobResult::OomKilled {
+            step: step.to_string(),
+        };
     }
-    JobResult::Failure { step: step.to_string(), exit_code: code }
+    JobResult::Failure {
+        step: step.to_string(),
+        exit_code: code,
+    }
 }
 
 /// Whether the kernel's OOM killer struck in the job container. The daemon records OOMKilled
 /// only for the main process, so also read the cgroup's own counter (v1 and v2 spellings).
 async fn oom_killed(ctx: &Context, container: &str) -> bool {
-    if ctx.engine.inspect_container(container).await.is_ok_and(|i| i.oom_killed) {
+    if ctx
+        .engine
+        .inspect_container(container)
+        .await
+        .is_ok_and(|i| i.oom_killed)
+    {
         return true;
     }
-    let probe = "cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null";
+    let probe =
+        "cat /sys/fs/cgroup/memory/memory.oom_control /sys/fs/cgroup/memory.events 2>/dev/null";
     let out = stop::run_quiet(ctx, container, probe).await;
     String::from_utf8_lossy(&out).lines().any(|l| {
-        l.strip_prefix("oom_kill ").is_some_and(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
+        l.strip_prefix("oom_kill ")
+            .is_some_and(|n| n.trim().parse::<u64>().is_ok_and(|n| n > 0))
     })
 }
 
@@ -114,14 +147,25 @@ async fn run_step(
 ) -> Result<i64, JobError> {
     let step = &job.steps[index];
     let started = Instant::now();
-    ctx.emit(&job.name, JobEvent::StepStarted { step: step.name.clone(), index }).await;
+    ctx.emit(
+        &job.name,
+        JobEvent::StepStarted {
+            step: step.name.clone(),
+            index,
+        },
+    )
+    .await;
     log.line(&format!("$ step {}", step.name));
     let env = job
         .secrets
         .iter()
         .filter_map(|n| ctx.secrets.get(n).map(|v| format!("{n}={v}")))
         .collect();
-    let spec = ExecSpec { cmd: step_command(&step_path(index)), env, ..Default::default() };
+    let spec = ExecSpec {
+        cmd: step_command(&step_path(index)),
+        env,
+        ..Default::default()
+    };
     let mut handle = ctx.engine.exec(container, &spec).await?;
     let mut masker = Masker::new(ctx.secrets.values());
     while let Some(chunk) = handle.output.next().await {
@@ -140,8 +184,15 @@ async fn run_step(
     if let Some(m) = log.flush() {
         ctx.warn(&job.name, m).await;
     }
-    ctx.emit(&job.name, JobEvent::StepFinished { step: step.name.clone(), exit_code: code, duration_ms })
-        .await;
+    ctx.emit(
+        &job.name,
+        JobEvent::StepFinished {
+            step: step.name.clone(),
+            exit_code: code,
+            duration_ms,
+        },
+    )
+    .await;
     Ok(code)
 }
 
@@ -150,7 +201,14 @@ async fn emit_output(ctx: &Context, job: &Job, step: &str, data: Vec<u8>, log: &
         return;
     }
     log.write(&data);
-    ctx.emit(&job.name, JobEvent::Output { step: step.to_string(), data: data.into() }).await;
+    ctx.emit(
+        &job.name,
+        JobEvent::Output {
+            step: step.to_string(),
+            data: data.into(),
+        },
+    )
+    .await;
 }
 
 /// The exec's exit code once the daemon has recorded it (right after its stream ends).
@@ -161,5 +219,7 @@ async fn exit_code(ctx: &Context, exec_id: &str) -> Result<i64, JobError> {
         }
         tokio::time::sleep(Duration::from_millis(5 * attempt.min(20))).await;
     }
-    Err(JobError::Message(format!("the daemon never reported the exit code of exec {exec_id}")))
+    Err(JobError::Message(format!(
+        "the daemon never reported the exit code of exec {exec_id}"
+    )))
 }

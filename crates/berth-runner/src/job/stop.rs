@@ -37,7 +37,12 @@ pub(crate) async fn run_quiet(ctx: &Context, container: &str, script: &str) -> V
 }
 
 async fn signal_all(ctx: &Context, container: &str, signal: &str) {
-    run_quiet(ctx, container, &format!("kill -{signal} -1 2>/dev/null; true")).await;
+    run_quiet(
+        ctx,
+        container,
+        &format!("kill -{signal} -1 2>/dev/null; true"),
+    )
+    .await;
 }
 
 /// Whether any process other than PID 1, its idle `sleep`, and this probe is alive.
@@ -45,5 +50,8 @@ async fn others_running(ctx: &Context, container: &str) -> bool {
     let script = "for p in /proc/[0-9]*; do n=${p#/proc/}; [ \"$n\" = 1 ] && continue; [ \"$n\" = $$ ] && continue; \
                   ppid=$(sed -n 's/^PPid:[[:space:]]*//p' $p/status 2>/dev/null); [ \"$ppid\" = 1 ] && [ \"$(cat $p/comm 2>/dev/null)\" = sleep ] && continue; \
                   [ \"$ppid\" = $$ ] && continue; echo $n; done";
-    !run_quiet(ctx, container, script).await.iter().all(u8::is_ascii_whitespace)
+    !run_quiet(ctx, container, script)
+        .await
+        .iter()
+        .all(u8::is_ascii_whitespace)
 }

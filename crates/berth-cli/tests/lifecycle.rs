@@ -1,0 +1,235 @@
+//! Process-level behaviour of `berth run` against a real daemon: concurrency, signals, crashes
+//! and `berth gc`, large output with bounded memory, and what source gets copied.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn slow_pipeline(image: &str) -> String {
+    format!(
+        "jobs:\n  main:\n    image: {image}\n    requires: [~commit]\n    steps:\n      - wait: echo step-is-running; sleep 300\n"
+    )
+}
+
+/// Spawns `berth run --json` and returns once the step has started, with the owner id.
+fn spawn_until_step_runs(p: &Project) -> (Child, String) {
+    let mut child = p
+        .command(&["run", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn berth");
+    let stdout = child.stdout.take().unwrap();
+    let mut owner = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v["event"] == "build_started" {
+            owner = v["owner"].as_str().unwrap().to_string();
+        }
+        if v["type"] == "output" && v["data"].as_str().unwrap_or("").contains("step-is-running") {
+            return (child, owner);
+        }
+    }
+    panic!("berth ended before the step ran");
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn ctrl_c_cancels_cleans_up_and_exits_130() {
+    if !docker() {
+        return;
+    }
+    let p = Project::new(&slow_pipeline(BUSYBOX));
+    let (mut child, owner) = spawn_until_step_runs(&p);
+    assert!(
+        !labelled(&format!("io.berth.owner={owner}")).is_empty(),
+        "the job's container should exist"
+    );
+    signal(&child, "INT");
+    let status = wait_for(Duration::from_secs(60), || child.try_wait().unwrap())
+        .expect("berth did not exit");
+    assert_eq!(status.code(), Some(130));
+    assert_owner_clean(&owner);
+}
+
+#[test]
+fn sigkill_leaves_objects_that_gc_removes_without_touching_live_runs() {
+    if !docker() {
+        return;
+    }
+    let live = Project::new(&slow_pipeline(BUSYBOX));
+    let (mut live_child, live_owner) = spawn_until_step_runs(&live);
+
+    let dead = Project::new(&slow_pipeline(BUSYBOX));
+    let (mut dead_child, dead_owner) = spawn_until_step_runs(&dead);
+    signal(&dead_child, "KILL");
+    dead_child.wait().unwrap();
+    assert!(
+        !labelled(&format!("io.berth.owner={dead_owner}")).is_empty(),
+        "SIGKILL leaves the job behind"
+    );
+
+    let gc = dead.command(&["gc"]).output().unwrap();
+    assert_eq!(
+        gc.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    assert_owner_clean(&dead_owner);
+    assert!(
+        !labelled(&format!("io.berth.owner={live_owner}")).is_empty(),
+        "gc must not touch a live run"
+    );
+
+    signal(&live_child, "TERM");
+    let status =
+        wait_for(Duration::from_secs(60), || live_child.try_wait().unwrap()).expect("no exit");
+    assert_eq!(status.code(), Some(130));
+    assert_owner_clean(&live_owner);
+}
+
+#[test]
+fn two_concurrent_runs_of_the_same_pipeline_do_not_collide() {
+    if !docker() {
+        return;
+    }
+    let pipeline = format!(
+        "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - work: sleep 1; echo done-$SD_BUILD_ID\n"
+    );
+    let p = Project::new(&pipeline);
+    let spawn = || {
+        p.command(&["run", "--json"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        Run::new(a.wait_with_output().unwrap()),
+        Run::new(b.wait_with_output().unwrap()),
+    );
+    a.assert_code(0);
+    b.assert_code(0);
+    let mut ids = [a.build_id(), b.build_id()];
+    ids.sort();
+    assert_eq!(ids, ["1", "2"], "each run gets its own build directory");
+    a.assert_nothing_left();
+    b.assert_nothing_left();
+}
+
+/// Peak resident memory of a process, sampled until it exits.
+fn peak_rss_kib(child: &mut Child) -> u64 {
+    let mut peak = 0;
+    loop {
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            for line in status.lines() {
+                if let Some(v) = line.strip_prefix("VmHWM:") {
+                    let kib: u64 = v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0);
+                    peak = peak.max(kib);
+                }
+            }
+        }
+        if child.try_wait().unwrap().is_some() {
+            return peak;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn huge_output_streams_with_bounded_memory() {
+    if !docker() {
+        return;
+    }
+    // 120 MB of 72-byte lines, plus a secret to mask so the masking path is exercised too.
+    let p = Project::new(&format!(
+        r#"
+jobs:
+  loud:
+    image: {BUSYBOX}
+    requires: [~commit]
+    secrets: [NEEDLE]
+    steps:
+      - flood: yes 0123456789012345678901234567890123456789012345678901234567890123456789z | head -c 120000000
+      - tail: echo "end $NEEDLE"
+"#
+    ));
+    let out_path = p.path().join("stdout.txt");
+    let mut child = p
+        .command(&["run", "--secret", "NEEDLE=n33dle"])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let peak = peak_rss_kib(&mut child);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let log_len = std::fs::metadata(p.output_dir().join("1/loud.log"))
+        .unwrap()
+        .len();
+    assert!(log_len >= 120_000_000, "log has {log_len} bytes");
+    let out_len = std::fs::metadata(&out_path).unwrap().len();
+    assert!(out_len >= 120_000_000, "stdout has {out_len} bytes");
+    assert!(
+        peak > 0 && peak < 96 * 1024,
+        "berth's peak RSS was {peak} KiB for 120 MB of output"
+    );
+    let log = std::fs::read(p.output_dir().join("1/loud.log")).unwrap();
+    assert!(
+        log.ends_with(b"berth: job `loud` success\n") || log.windows(7).any(|w| w == b"end ***")
+    );
+}
+
+#[test]
+fn git_checkout_contributes_tracked_and_untracked_but_not_ignored_files() {
+    if !docker() {
+        return;
+    }
+    let p = Project::new(&format!(
+        "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - list: find . -type f | sort\n"
+    ));
+    p.write("tracked.txt", "t")
+        .write(".gitignore", "ignored.txt\n")
+        .write("ignored.txt", "i");
+    let git = |args: &[&str]| {
+        let s = Command::new("git")
+            .current_dir(p.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            s.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&s.stderr)
+        );
+    };
+    git(&["init", "-q"]);
+    git(&["add", "tracked.txt", ".gitignore", "screwdriver.yaml"]);
+    p.write("untracked.txt", "u");
+    let run = p.run_json(&[]);
+    run.assert_code(0);
+    let out = run.output("main");
+    assert!(
+        out.contains("./tracked.txt") && out.contains("./untracked.txt"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("ignored.txt\n./") && !out.contains("./ignored.txt"),
+        "{out}"
+    );
+    assert!(!out.contains(".git/"), "{out}");
+    run.assert_nothing_left();
+}
