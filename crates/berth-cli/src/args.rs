@@ -77,9 +77,30 @@ pub struct RunArgs {
     /// Seconds a timed-out step gets between SIGTERM and SIGKILL.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub stop_grace: u64,
+    /// Docker mode of jobs with `screwdriver.cd/dockerEnabled: true` and no `docker:` key.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = DockerModeArg::Dind)]
+    pub docker_mode: DockerModeArg,
+    /// Image of the per-job Docker daemon in dind mode (any image with dockerd).
+    #[arg(long, value_name = "IMAGE", default_value = "docker:dind")]
+    pub dind_image: String,
+    /// How long services get to become ready (a service's own `timeout:` wins): 30s, 2m, ...
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub service_timeout: std::time::Duration,
     /// Print JSON lines of job and step events instead of logs.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DockerModeArg {
+    /// No Docker access.
+    None,
+    /// The host daemon's socket, bound into the job (fast, not isolated).
+    Socket,
+    /// A Docker daemon of the job's own, with TLS (isolated, slower to start).
+    Dind,
+    /// The scoped Docker API proxy (not implemented yet).
+    Scoped,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

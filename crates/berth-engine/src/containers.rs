@@ -3,7 +3,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, Mount as BMount, MountType, NetworkingConfig,
+    ContainerCreateBody, EndpointSettings, HostConfig, Mount as BMount, MountType, MountVolumeOptions,
+    NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
@@ -32,11 +33,18 @@ fn body(spec: &ContainerSpec) -> ContainerCreateBody {
                     read_only,
                 } => (MountType::BIND, source, target, read_only),
             };
+            // berth's volumes start empty by design: skip the copy-up of image content, which
+            // costs the daemon a rootfs mount (~100 ms per container create).
+            let volume_options = (typ == MountType::VOLUME).then(|| MountVolumeOptions {
+                no_copy: Some(true),
+                ..Default::default()
+            });
             BMount {
                 typ: Some(typ),
                 source: Some(source.clone()),
                 target: Some(target.clone()),
                 read_only: Some(*read_only),
+                volume_options,
                 ..Default::default()
             }
         })

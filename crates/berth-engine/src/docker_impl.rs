@@ -114,6 +114,29 @@ impl Engine for DockerEngine {
         self.do_remove_volume(name).await
     }
 
+    async fn list_containers(&self) -> Result<Vec<LabelledObject>, EngineError> {
+        let opts = ListContainersOptionsBuilder::default().all(true).build();
+        let list = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| EngineError::from_bollard(e, || "container list".into()))?;
+        Ok(list
+            .into_iter()
+            .map(|c| LabelledObject {
+                kind: ObjectKind::Container,
+                id: c.id.unwrap_or_default(),
+                name: c
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                labels: c.labels.unwrap_or_default().into_iter().collect(),
+            })
+            .collect())
+    }
+
     async fn list_labelled(
         &self,
         kind: ObjectKind,

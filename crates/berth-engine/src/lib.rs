@@ -78,6 +78,9 @@ pub trait Engine: Send + Sync {
     /// Removes a volume; a missing volume is not an error.
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
 
+    /// Every container on the daemon, running or not (for telling what a job left behind).
+    async fn list_containers(&self) -> Result<Vec<LabelledObject>, EngineError>;
+
     /// Objects carrying label `key` (any value, or exactly `value`).
     async fn list_labelled(
         &self,

@@ -66,6 +66,7 @@ pub async fn run(
         secrets,
         files,
         images: ImageCache::default(),
+        privileged_refused: Default::default(),
         events: events.clone(),
         cancel: cancel.clone(),
         opts,

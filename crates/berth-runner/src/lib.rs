@@ -18,7 +18,7 @@ pub use build::{BuildSummary, JobResult, JobSummary};
 pub use dispatch::run;
 pub use event::{JobEvent, RunEvent};
 pub use mask::Masker;
-pub use options::{PullPolicy, RunOptions};
+pub use options::{DefaultDockerMode, PullPolicy, RunOptions};
 pub use secrets::{SecretError, parse_dotenv, resolve_secrets};
 
 /// Errors that stop a run before any job starts (exit 2 for the user's mistakes, 3 otherwise).

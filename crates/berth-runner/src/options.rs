@@ -38,6 +38,22 @@ pub struct RunOptions {
     pub teardown_timeout: Duration,
     /// `SD_PIPELINE_ID` for local runs.
     pub pipeline_id: String,
+    /// What `screwdriver.cd/dockerEnabled: true` (without `docker:`) selects.
+    pub default_docker_mode: DefaultDockerMode,
+    /// Image of the nested daemon in dind mode (needs `dockerd`).
+    pub dind_image: String,
+    /// How long services (and the dind daemon) get to become ready, unless a service sets its own.
+    pub service_timeout: Duration,
+}
+
+/// The Docker mode a job gets from `screwdriver.cd/dockerEnabled: true`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DefaultDockerMode {
+    None,
+    Socket,
+    #[default]
+    Dind,
+    Scoped,
 }
 
 impl RunOptions {
@@ -56,6 +72,9 @@ impl RunOptions {
             stop_grace: Duration::from_secs(10),
             teardown_timeout: Duration::from_secs(5 * 60),
             pipeline_id: "0".to_string(),
+            default_docker_mode: DefaultDockerMode::Dind,
+            dind_image: "docker:dind".to_string(),
+            service_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -151,31 +151,48 @@ pub(crate) fn setup_archive(
     source: &Path,
     files: &[PathBuf],
     steps: &[Step],
+    layout: &Layout,
+    extra: &[ExtraFile],
 ) -> io::Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
+    let ws = layout.workspace.trim_start_matches('/').to_string();
+    let mut dirs: Vec<(String, u32)> = Vec::new();
+    // Parents of the workspace keep ordinary permissions; the workspace itself is open to all.
+    let parts: Vec<&str> = ws.split('/').collect();
+    for i in 1..parts.len() {
+        dirs.push((format!("{}/", parts[..i].join("/")), 0o755));
+    }
+    dirs.push((format!("{ws}/"), 0o777));
+    dirs.push((format!("{ws}/src/"), 0o777));
+    dirs.push((format!("{ws}/artifacts/"), 0o777));
     for (path, mode) in [
         ("sd/", 0o755),
-        ("sd/workspace/", 0o777),
-        ("sd/workspace/src/", 0o777),
-        ("sd/workspace/artifacts/", 0o777),
         ("sd/berth/", 0o755),
         ("sd/berth/steps/", 0o755),
         ("sd/berth/state/", 0o777),
     ] {
-        b.append_data(&mut dir_header(mode), path, io::empty())?;
+        if !dirs.iter().any(|(d, _)| d == path) {
+            dirs.push((path.to_string(), mode));
+        }
+    }
+    for (path, mode) in &dirs {
+        b.append_data(&mut dir_header(*mode), path, io::empty())?;
     }
     let add = |b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8], mode: u32| {
         b.append_data(&mut file_header(data.len(), mode), path, data)
     };
     add(&mut b, "sd/berth/wrap", WRAP.as_bytes(), 0o644)?;
     add(&mut b, "sd/berth/state/env", b"", 0o666)?;
-    add(
-        &mut b,
-        "sd/berth/state/cwd",
-        format!("{SOURCE_DIR}\n").as_bytes(),
-        0o666,
-    )?;
+    let cwd = format!("{}\n", layout.source());
+    add(&mut b, "sd/berth/state/cwd", cwd.as_bytes(), 0o666)?;
+    for f in extra {
+        let path = f.path.trim_start_matches('/');
+        if let Some((parent, _)) = path.rsplit_once('/') {
+            b.append_data(&mut dir_header(0o755), format!("{parent}/"), io::empty())?;
+        }
+        add(&mut b, path, &f.data, f.mode)?;
+    }
     for (i, step) in steps.iter().enumerate() {
         let mut text = step.command.clone();
         if !text.ends_with('\n') {

@@ -5,9 +5,13 @@ use std::io::Write;
 use futures_util::StreamExt;
 
 use super::{Context, JobError};
-use crate::source::ARTIFACTS_DIR;
 
-pub(crate) async fn collect(ctx: &Context, job: &str, container: &str) -> Result<(), JobError> {
+pub(crate) async fn collect(
+    ctx: &Context,
+    job: &str,
+    container: &str,
+    artifacts_dir: &str,
+) -> Result<(), JobError> {
     let dest = ctx.build_dir.join(job).join("artifacts");
     std::fs::create_dir_all(&dest)
         .map_err(|e| JobError::Message(format!("failed to create {}: {e}", dest.display())))?;
@@ -17,7 +21,7 @@ pub(crate) async fn collect(ctx: &Context, job: &str, container: &str) -> Result
         JobError::Message(format!("failed to write {}: {e}", spool_path.display()))
     };
     let mut spool = std::io::BufWriter::new(std::fs::File::create(&spool_path).map_err(io)?);
-    let mut stream = ctx.engine.get_archive(container, ARTIFACTS_DIR);
+    let mut stream = ctx.engine.get_archive(container, artifacts_dir);
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(c) => spool.write_all(&c).map_err(io)?,

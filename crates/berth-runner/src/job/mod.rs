@@ -7,8 +7,12 @@
 
 mod artifacts;
 mod cleanup;
+mod docker_mode;
 mod image;
 mod log;
+mod network;
+mod probe;
+mod services;
 mod setup;
 mod steps;
 mod stop;
@@ -41,6 +45,9 @@ pub(crate) struct Context {
     /// Source files to copy, relative to `opts.source_dir`.
     pub files: Vec<PathBuf>,
     pub images: ImageCache,
+    /// Set once the daemon has refused a privileged container: later dind jobs go straight to
+    /// the explicit capability set.
+    pub privileged_refused: std::sync::atomic::AtomicBool,
     pub events: mpsc::Sender<RunEvent>,
     pub cancel: CancellationToken,
     pub opts: RunOptions,
@@ -83,11 +90,19 @@ impl Context {
     }
 }
 
-/// What the job created, for cleanup.
+/// What the job created, for cleanup (filled in as it is created, so a failure half-way
+/// leaves a record of exactly what exists).
 #[derive(Debug, Default)]
 pub(crate) struct Resources {
     pub container: Option<String>,
     pub volume: Option<String>,
+    /// Where the workspace is inside the job container.
+    pub layout: crate::source::Layout,
+    /// The job's own network (id).
+    pub network: Option<String>,
+    pub services: Vec<services::Started>,
+    pub dind: Option<docker_mode::dind::Daemon>,
+    pub socket: Option<docker_mode::socket::Session>,
 }
 
 pub(crate) async fn run_job(ctx: Arc<Context>, job: Job) -> JobSummary {
@@ -103,13 +118,13 @@ pub(crate) async fn run_job(ctx: Arc<Context>, job: Job) -> JobSummary {
     }
     if let Some(container) = &res.container {
         if !matches!(result, JobResult::Cancelled) {
-            if let Err(e) = artifacts::collect(&ctx, &job.name, container).await {
+            if let Err(e) = artifacts::collect(&ctx, &job.name, container, &res.layout.artifacts()).await {
                 ctx.warn(&job.name, format!("failed to copy artifacts: {e}"))
                     .await;
             }
         }
     }
-    for problem in cleanup::remove(&ctx, &res).await {
+    for problem in cleanup::remove(&ctx, &job.name, &mut res).await {
         ctx.warn(&job.name, problem).await;
     }
     log.line(&format!("berth: job `{}` {}", job.name, result));
@@ -139,13 +154,56 @@ async fn run_phases(
     res: &mut Resources,
     log: &mut log::JobLog,
 ) -> JobResult {
-    if let Err(e) = image::ensure(ctx, &job.name, &job.image).await {
-        return error_result(e);
+    match prepare(ctx, job, res).await {
+        Ok(container) => {
+            let timeout = job.timeout.unwrap_or(ctx.opts.default_timeout);
+            steps::run_all(ctx, job, &container, timeout, log).await
+        }
+        Err(e) => error_result(e),
     }
-    let container = match setup::create(ctx, job, res).await {
-        Ok(c) => c,
-        Err(e) => return error_result(e),
+}
+
+/// Everything before the first step: images, network, workspace, Docker access, services and
+/// the job container; returns the job container once every service and daemon is ready.
+async fn prepare(ctx: &Context, job: &Job, res: &mut Resources) -> Result<String, JobError> {
+    let access = docker_mode::resolve(ctx, job)?;
+    image::ensure(ctx, &job.name, &job.image).await?;
+    for svc in &job.services {
+        image::ensure(ctx, &job.name, &svc.image).await?;
+    }
+    if matches!(access, docker_mode::Access::Dind(_)) {
+        image::ensure(ctx, &job.name, &ctx.opts.dind_image).await?;
+    }
+    let network = if !job.services.is_empty() || access.needs_network() {
+        Some(network::create(ctx, &job.name, res).await?)
+    } else {
+        None
     };
+    let mut volume = None;
+    let docker = match &access {
+        docker_mode::Access::None => {
+            volume = Some(setup::workspace_volume(ctx, job, res).await?);
+            docker_mode::JobDocker::default()
+        }
+        docker_mode::Access::Socket => {
+            let (docker, session) = docker_mode::socket::prepare(ctx, &job.name, &job.image).await?;
+            res.socket = Some(session);
+            docker
+        }
+        docker_mode::Access::Dind(opts) => {
+            let ws = setup::workspace_volume(ctx, job, res).await?;
+            let net = network.as_deref().unwrap_or_default();
+            let daemon = res.dind.insert(docker_mode::dind::Daemon::default());
+            let docker = docker_mode::dind::start(ctx, &job.name, opts, net, &ws, daemon).await?;
+            volume = Some(ws);
+            docker
+        }
+    };
+    res.layout = docker.layout.clone().unwrap_or_default();
+    if let Some(net) = &network {
+        services::start(ctx, job, net, res).await?;
+    }
+    let container = setup::create(ctx, job, res, volume.as_deref(), network.as_deref(), &docker).await?;
     ctx.emit(
         &job.name,
         JobEvent::Started {
@@ -154,8 +212,15 @@ async fn run_phases(
         },
     )
     .await;
-    let timeout = job.timeout.unwrap_or(ctx.opts.default_timeout);
-    steps::run_all(ctx, job, &container, timeout, log).await
+    let net = network.unwrap_or_default();
+    let dind_ready = async {
+        match &res.dind {
+            Some(d) => docker_mode::dind::wait_ready(ctx, d).await,
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(services::wait_all(ctx, &container, &net, &res.services), dind_ready)?;
+    Ok(container)
 }
 
 pub(crate) fn error_result(e: JobError) -> JobResult {

@@ -1,17 +1,22 @@
-//! Creating the job's workspace volume and container, and filling the workspace.
+//! Creating the job's workspace and container, and filling the workspace.
+//!
+//! The workspace is a volume (at Screwdriver's `/sd/workspace`) unless the job's Docker mode
+//! brings its own (socket mode: a host directory at the same path inside the job); the mode's
+//! environment, mounts and files (client certificates) are added to the job container here.
 
 use berth_engine::{ContainerSpec, EngineError, Mount};
 use berth_pipeline::Job;
 
+use super::docker_mode::JobDocker;
 use super::{Context, JobError, Resources};
-use crate::source::{self, ARTIFACTS_DIR, SOURCE_DIR, WORKSPACE};
+use crate::source::{self, Layout};
 
 /// PID 1 of a job container: idles until told to stop, and stops at once on SIGTERM.
 const KEEPALIVE: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
 
-/// The job's environment, lowest precedence first: parameters, the job's `environment`, then
-/// Screwdriver's variables (which a pipeline cannot override).
-pub(crate) fn environment(ctx: &Context, job: &Job) -> Vec<String> {
+/// The job's environment, lowest precedence first: parameters, the job's `environment`, the
+/// Docker mode's variables, then Screwdriver's variables (which a pipeline cannot override).
+pub(crate) fn environment(ctx: &Context, job: &Job, layout: &Layout, docker_env: &[String]) -> Vec<String> {
     let mut env: indexmap::IndexMap<String, String> = indexmap::IndexMap::new();
     for (k, p) in ctx.parameters.iter().chain(job.parameters.iter()) {
         env.insert(k.clone(), p.value.clone());
@@ -22,47 +27,61 @@ pub(crate) fn environment(ctx: &Context, job: &Job) -> Vec<String> {
     for (k, v) in &job.environment {
         env.insert(k.clone(), v.clone());
     }
+    for kv in docker_env {
+        if let Some((k, v)) = kv.split_once('=') {
+            env.insert(k.to_string(), v.to_string());
+        }
+    }
     for (k, v) in [
-        ("CI", "true"),
-        ("SCREWDRIVER", "true"),
-        ("SD_JOB_NAME", job.name.as_str()),
-        ("SD_BUILD_ID", ctx.build_id.as_str()),
-        ("SD_PIPELINE_ID", ctx.opts.pipeline_id.as_str()),
-        ("SD_ROOT_DIR", WORKSPACE),
-        ("SD_SOURCE_DIR", SOURCE_DIR),
-        ("SD_ARTIFACTS_DIR", ARTIFACTS_DIR),
+        ("CI", "true".to_string()),
+        ("SCREWDRIVER", "true".to_string()),
+        ("SD_JOB_NAME", job.name.clone()),
+        ("SD_BUILD_ID", ctx.build_id.clone()),
+        ("SD_PIPELINE_ID", ctx.opts.pipeline_id.clone()),
+        ("SD_ROOT_DIR", layout.workspace.clone()),
+        ("SD_SOURCE_DIR", layout.source()),
+        ("SD_ARTIFACTS_DIR", layout.artifacts()),
     ] {
-        env.insert(k.to_string(), v.to_string());
+        env.insert(k.to_string(), v);
     }
     env.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
 }
 
+/// Creates the job's workspace volume (recorded for cleanup); returns its name.
+pub(crate) async fn workspace_volume(ctx: &Context, job: &Job, res: &mut Resources) -> Result<String, JobError> {
+    let volume = format!("{}-ws", ctx.object_name(&job.name));
+    ctx.engine.create_volume(&volume, &ctx.labels(&job.name, "workspace")).await?;
+    res.volume = Some(volume.clone());
+    Ok(volume)
+}
+
+/// Creates and starts the job container and uploads the setup archive; returns its id.
+/// `volume` is the workspace volume, unless `docker.layout` puts the workspace elsewhere.
 pub(crate) async fn create(
     ctx: &Context,
     job: &Job,
     res: &mut Resources,
+    volume: Option<&str>,
+    network: Option<&str>,
+    docker: &JobDocker,
 ) -> Result<String, JobError> {
     let engine = &ctx.engine;
-    let name = ctx.object_name(&job.name);
-    let volume = format!("{name}-ws");
-    engine
-        .create_volume(&volume, &ctx.labels(&job.name, "workspace"))
-        .await?;
-    res.volume = Some(volume.clone());
-
+    let layout = docker.layout.clone().unwrap_or_default();
+    let mut mounts = Vec::new();
+    if let Some(volume) = volume {
+        mounts.push(Mount::Volume { source: volume.to_string(), target: layout.workspace.clone(), read_only: false });
+    }
+    mounts.extend(docker.mounts.iter().cloned());
     let spec = ContainerSpec {
-        name: Some(name),
+        name: Some(ctx.object_name(&job.name)),
         image: job.image.clone(),
         entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), KEEPALIVE.into()]),
         cmd: Some(vec![]),
-        env: environment(ctx, job),
+        env: environment(ctx, job, &layout, &docker.env),
         labels: ctx.labels(&job.name, "job"),
-        working_dir: Some(SOURCE_DIR.into()),
-        mounts: vec![Mount::Volume {
-            source: volume,
-            target: WORKSPACE.into(),
-            read_only: false,
-        }],
+        working_dir: Some(layout.source()),
+        mounts,
+        network: network.map(str::to_string),
         memory_bytes: job.resources.memory_bytes.map(|b| b as i64),
         nano_cpus: job.resources.cpus.map(|c| (c * 1e9) as i64),
         ..Default::default()
@@ -80,11 +99,13 @@ pub(crate) async fn create(
     let source_dir = ctx.opts.source_dir.clone();
     let files = ctx.files.clone();
     let steps = job.steps.clone();
-    let tar =
-        tokio::task::spawn_blocking(move || source::setup_archive(&source_dir, &files, &steps))
-            .await
-            .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?
-            .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?;
+    let extra = docker.files.clone();
+    let tar = tokio::task::spawn_blocking(move || {
+        source::setup_archive(&source_dir, &files, &steps, &layout, &extra)
+    })
+    .await
+    .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?
+    .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?;
     engine.put_archive(&id, "/", tar.into()).await?;
     Ok(id)
 }

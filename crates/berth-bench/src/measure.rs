@@ -1,0 +1,66 @@
+//! Timing whole processes from outside: wall clock and peak RSS (sampled from /proc).
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// One measured process run.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub wall: Duration,
+    /// Peak resident set of the measured process itself, KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// Runs `cmd` to completion with output discarded; fails if it exits non-zero.
+pub fn run(mut cmd: Command) -> anyhow::Result<Sample> {
+    let desc = format!("{cmd:?}");
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().with_context(|| format!("spawn {desc}"))?;
+    let mut peak = 0;
+    let status = loop {
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
+            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
+                peak = peak.max(v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let wall = start.elapsed();
+    if !status.success() {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            use std::io::Read;
+            let _ = e.read_to_string(&mut err);
+        }
+        bail!("{desc} exited {status}: {}", err.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+    }
+    Ok(Sample { wall, peak_rss_kib: peak })
+}
+
+pub fn sh(script: &str) -> Command {
+    let mut c = Command::new("sh");
+    c.args(["-c", script]);
+    c
+}
+
+/// Runs the pair interleaved: one warm-up each, then `reps` alternating samples.
+pub fn pair(
+    reps: usize,
+    mut a: impl FnMut() -> anyhow::Result<Sample>,
+    mut b: impl FnMut() -> anyhow::Result<Sample>,
+) -> anyhow::Result<(Vec<Sample>, Vec<Sample>)> {
+    a()?;
+    b()?;
+    let (mut sa, mut sb) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        sa.push(a()?);
+        sb.push(b()?);
+    }
+    Ok((sa, sb))
+}
