@@ -233,3 +233,30 @@ fn git_checkout_contributes_tracked_and_untracked_but_not_ignored_files() {
     assert!(!out.contains(".git/"), "{out}");
     run.assert_nothing_left();
 }
+
+#[test]
+fn a_stalled_reader_pauses_the_job_with_bounded_memory_and_loses_nothing() {
+    if !docker() {
+        return;
+    }
+    let p = Project::new(&format!(
+        "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - flood: yes 0123456789012345678901234567890123456789012345678901234567890123456789z | head -c 50000000\n"
+    ));
+    let mut child = p.command(&["run"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    // Nobody reads stdout for a while: berth must apply back-pressure, not buffer 50 MB.
+    std::thread::sleep(Duration::from_secs(3));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let rss: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap())
+        .unwrap();
+    assert!(rss < 64 * 1024, "berth holds {rss} KiB while its reader is stalled");
+    assert!(child.try_wait().unwrap().is_none(), "the job should be paused, not finished");
+    // Now read everything: nothing was lost.
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let lines = out.split(|b| *b == b'\n').filter(|l| l.len() == 71).count();
+    assert_eq!(lines, 50_000_000 / 72, "every full line reached stdout");
+}
