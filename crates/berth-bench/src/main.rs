@@ -36,13 +36,26 @@ struct Args {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let reps = args.reps.unwrap_or(if args.quick { 2 } else { 7 });
-    let berth = std::fs::canonicalize(&args.berth)
-        .map_err(|e| anyhow::anyhow!("berth binary {}: {e} (build it first)", args.berth.display()))?;
+    let berth = std::fs::canonicalize(&args.berth).map_err(|e| {
+        anyhow::anyhow!(
+            "berth binary {}: {e} (build it first)",
+            args.berth.display()
+        )
+    })?;
     let work = tempdir()?;
-    let ctx = scenarios::Ctx { berth, work: work.clone(), quick: args.quick, reps };
+    let ctx = scenarios::Ctx {
+        berth,
+        work: work.clone(),
+        quick: args.quick,
+        reps,
+    };
     let mut results = Vec::new();
     for s in scenarios::all() {
-        if args.only.as_ref().is_some_and(|o| !s.name.contains(o.as_str())) {
+        if args
+            .only
+            .as_ref()
+            .is_some_and(|o| !s.name.contains(o.as_str()))
+        {
             continue;
         }
         eprintln!("bench: {}", s.name);

@@ -38,9 +38,15 @@ pub fn run(mut cmd: Command) -> anyhow::Result<Sample> {
             use std::io::Read;
             let _ = e.read_to_string(&mut err);
         }
-        bail!("{desc} exited {status}: {}", err.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+        bail!(
+            "{desc} exited {status}: {}",
+            err.lines().rev().take(5).collect::<Vec<_>>().join(" | ")
+        );
     }
-    Ok(Sample { wall, peak_rss_kib: peak })
+    Ok(Sample {
+        wall,
+        peak_rss_kib: peak,
+    })
 }
 
 pub fn sh(script: &str) -> Command {

@@ -22,7 +22,11 @@ pub struct Result {
 pub fn median(v: &[Duration]) -> Duration {
     let mut v = v.to_vec();
     v.sort();
-    if v.is_empty() { Duration::ZERO } else { v[v.len() / 2] }
+    if v.is_empty() {
+        Duration::ZERO
+    } else {
+        v[v.len() / 2]
+    }
 }
 
 fn secs(d: Duration) -> String {
@@ -47,27 +51,54 @@ pub fn render(results: &[Result], command: &str, quick: bool) -> anyhow::Result<
     let mut s = String::new();
     writeln!(s, "# Benchmarks\n")?;
     if quick {
-        writeln!(s, "**Quick mode** (tiny sizes, few repetitions: checks the harness, not performance).\n")?;
+        writeln!(
+            s,
+            "**Quick mode** (tiny sizes, few repetitions: checks the harness, not performance).\n"
+        )?;
     }
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string())
+        })
         .and_then(|kib| kib.parse::<u64>().ok())
         .map(|kib| format!("{:.1} GiB", kib as f64 / 1024.0 / 1024.0))
         .unwrap_or_default();
-    writeln!(s, "- date: {}", cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]))?;
-    writeln!(s, "- machine: {} cores, {mem}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0))?;
+    writeln!(
+        s,
+        "- date: {}",
+        cmd_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
+    )?;
+    writeln!(
+        s,
+        "- machine: {} cores, {mem}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    )?;
     writeln!(
         s,
         "- engine: Docker {}",
-        cmd_out("docker", &["version", "--format", "{{.Server.Version}} (API {{.Server.APIVersion}})"])
+        cmd_out(
+            "docker",
+            &[
+                "version",
+                "--format",
+                "{{.Server.Version}} (API {{.Server.APIVersion}})"
+            ]
+        )
     )?;
     writeln!(s, "- command: `{command}`")?;
     writeln!(
         s,
         "- method: whole processes timed from outside; one warm-up pair, then interleaved repetitions (A B A B …); times in seconds\n"
     )?;
-    writeln!(s, "| scenario | berth median (min–max) | baseline median (min–max) | ratio (medians) | target |")?;
+    writeln!(
+        s,
+        "| scenario | berth median (min–max) | baseline median (min–max) | ratio (medians) | target |"
+    )?;
     writeln!(s, "|---|---|---|---|---|")?;
     for r in results {
         let a: Vec<_> = r.berth.iter().map(|x| x.wall).collect();
@@ -87,7 +118,11 @@ pub fn render(results: &[Result], command: &str, quick: bool) -> anyhow::Result<
     }
     writeln!(s, "\nSides and notes:\n")?;
     for r in results {
-        writeln!(s, "- **{}** — berth: {}; baseline: {}. {}", r.scenario, r.berth_label, r.baseline_label, r.note)?;
+        writeln!(
+            s,
+            "- **{}** — berth: {}; baseline: {}. {}",
+            r.scenario, r.berth_label, r.baseline_label, r.note
+        )?;
     }
     Ok(s)
 }

@@ -24,10 +24,22 @@ pub struct Scenario {
 
 pub fn all() -> Vec<Scenario> {
     vec![
-        Scenario { name: "trivial-job", run: trivial_job },
-        Scenario { name: "ten-steps", run: ten_steps },
-        Scenario { name: "log-throughput", run: log_throughput },
-        Scenario { name: "parallel-jobs", run: parallel_jobs },
+        Scenario {
+            name: "trivial-job",
+            run: trivial_job,
+        },
+        Scenario {
+            name: "ten-steps",
+            run: ten_steps,
+        },
+        Scenario {
+            name: "log-throughput",
+            run: log_throughput,
+        },
+        Scenario {
+            name: "parallel-jobs",
+            run: parallel_jobs,
+        },
     ]
 }
 
@@ -41,7 +53,10 @@ fn project(ctx: &Ctx, name: &str, pipeline: &str) -> anyhow::Result<PathBuf> {
 
 fn berth_run(ctx: &Ctx, dir: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(&ctx.berth);
-    c.current_dir(dir).arg("run").args(["--output", "/dev/shm/berth-bench-out"]).args(extra);
+    c.current_dir(dir)
+        .arg("run")
+        .args(["--output", "/dev/shm/berth-bench-out"])
+        .args(extra);
     c
 }
 
@@ -53,7 +68,9 @@ fn trivial_job(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
     let dir = project(
         ctx,
         "trivial",
-        &format!("jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - t: \"true\"\n"),
+        &format!(
+            "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - t: \"true\"\n"
+        ),
     )?;
     let (a, b) = pair(
         ctx.reps,
@@ -73,21 +90,30 @@ fn trivial_job(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
 }
 
 fn ten_steps(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
-    let steps: String = (1..=10).map(|i| format!("      - s{i}: \"true\"\n")).collect();
+    let steps: String = (1..=10)
+        .map(|i| format!("      - s{i}: \"true\"\n"))
+        .collect();
     let dir = project(
         ctx,
         "ten",
-        &format!("jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n{steps}"),
+        &format!(
+            "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n{steps}"
+        ),
     )?;
     let cli = format!(
         "c=$(docker run -d {BUSYBOX} sleep 3600) && for i in 1 2 3 4 5 6 7 8 9 10; do docker exec $c true || exit 1; done; docker rm -f $c >/dev/null"
     );
-    let (a, b) = pair(ctx.reps, || run(berth_run(ctx, &dir, &[])), || run(sh(&cli)))?;
+    let (a, b) = pair(
+        ctx.reps,
+        || run(berth_run(ctx, &dir, &[])),
+        || run(sh(&cli)),
+    )?;
     clean_outputs();
     Ok(vec![Result {
         scenario: "2. ten steps".into(),
         berth_label: "`berth run` of one job with ten `true` steps".into(),
-        baseline_label: "`docker run -d`, ten `docker exec … true`, `docker rm -f` (docker CLI)".into(),
+        baseline_label: "`docker run -d`, ten `docker exec … true`, `docker rm -f` (docker CLI)"
+            .into(),
         berth: a,
         baseline: b,
         note: String::new(),
@@ -96,11 +122,18 @@ fn ten_steps(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
 }
 
 fn log_throughput(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
-    let sizes: &[u64] = if ctx.quick { &[2_000_000] } else { &[20_000_000, 200_000_000] };
+    let sizes: &[u64] = if ctx.quick {
+        &[2_000_000]
+    } else {
+        &[20_000_000, 200_000_000]
+    };
     let line = "0123456789012345678901234567890123456789012345678901234567890123456789z";
     let mut out = Vec::new();
     let container = String::from_utf8(
-        Command::new("docker").args(["run", "-d", BUSYBOX, "sleep", "3600"]).output()?.stdout,
+        Command::new("docker")
+            .args(["run", "-d", BUSYBOX, "sleep", "3600"])
+            .output()?
+            .stdout,
     )?
     .trim()
     .to_string();
@@ -109,14 +142,21 @@ fn log_throughput(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
         let dir = project(
             ctx,
             &format!("log{size}"),
-            &format!("jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - flood: {generator}\n"),
+            &format!(
+                "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - flood: {generator}\n"
+            ),
         )?;
         let cli = format!("docker exec {container} sh -c '{generator}' > /dev/null");
-        let r = pair(ctx.reps, || run(berth_run(ctx, &dir, &[])), || run(sh(&cli)));
+        let r = pair(
+            ctx.reps,
+            || run(berth_run(ctx, &dir, &[])),
+            || run(sh(&cli)),
+        );
         clean_outputs();
         let (a, b): (Vec<Sample>, Vec<Sample>) = r?;
         let mb = size as f64 / 1e6;
-        let tput = |v: &[Sample]| mb / median(&v.iter().map(|s| s.wall).collect::<Vec<_>>()).as_secs_f64();
+        let tput =
+            |v: &[Sample]| mb / median(&v.iter().map(|s| s.wall).collect::<Vec<_>>()).as_secs_f64();
         let peak = a.iter().map(|s| s.peak_rss_kib).max().unwrap_or(0);
         out.push(Result {
             scenario: format!("3. log throughput {mb:.0} MB"),
@@ -134,7 +174,9 @@ fn log_throughput(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
             target: "throughput ≥ 0.9× (time ratio ≤ 1.11×), RSS ≤ 64 MB".into(),
         });
     }
-    let _ = Command::new("docker").args(["rm", "-f", &container]).output();
+    let _ = Command::new("docker")
+        .args(["rm", "-f", &container])
+        .output();
     Ok(out)
 }
 
@@ -146,7 +188,11 @@ fn parallel_jobs(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
     let dir = project(ctx, "parallel", &format!("jobs:\n{jobs}"))?;
     let cli = format!("seq {n} | xargs -P {n} -I{{}} docker run --rm {BUSYBOX} true");
     let np = n.to_string();
-    let (a, b) = pair(ctx.reps, || run(berth_run(ctx, &dir, &["--parallel", &np])), || run(sh(&cli)))?;
+    let (a, b) = pair(
+        ctx.reps,
+        || run(berth_run(ctx, &dir, &["--parallel", &np])),
+        || run(sh(&cli)),
+    )?;
     clean_outputs();
     let _ = Duration::ZERO;
     Ok(vec![Result {

@@ -242,7 +242,12 @@ fn a_stalled_reader_pauses_the_job_with_bounded_memory_and_loses_nothing() {
     let p = Project::new(&format!(
         "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - flood: yes 0123456789012345678901234567890123456789012345678901234567890123456789z | head -c 50000000\n"
     ));
-    let mut child = p.command(&["run"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = p
+        .command(&["run"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     // Nobody reads stdout for a while: berth must apply back-pressure, not buffer 50 MB.
     std::thread::sleep(Duration::from_secs(3));
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
@@ -251,8 +256,14 @@ fn a_stalled_reader_pauses_the_job_with_bounded_memory_and_loses_nothing() {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap())
         .unwrap();
-    assert!(rss < 64 * 1024, "berth holds {rss} KiB while its reader is stalled");
-    assert!(child.try_wait().unwrap().is_none(), "the job should be paused, not finished");
+    assert!(
+        rss < 64 * 1024,
+        "berth holds {rss} KiB while its reader is stalled"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the job should be paused, not finished"
+    );
     // Now read everything: nothing was lost.
     let mut out = Vec::new();
     std::io::Read::read_to_end(&mut child.stdout.take().unwrap(), &mut out).unwrap();
