@@ -21,10 +21,10 @@ pub fn run(mut cmd: Command) -> anyhow::Result<Sample> {
     let mut child = cmd.spawn().with_context(|| format!("spawn {desc}"))?;
     let mut peak = 0;
     let status = loop {
-        if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id())) {
-            if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:")) {
-                peak = peak.max(v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
-            }
+        if let Ok(s) = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            && let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmHWM:"))
+        {
+            peak = peak.max(v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
         }
         if let Some(status) = child.try_wait()? {
             break status;

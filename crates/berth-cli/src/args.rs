@@ -23,6 +23,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing RunArgs would buy nothing"
+)]
 pub enum Command {
     /// Run the pipeline's jobs in containers on the Docker daemon.
     #[command(after_help = EXIT_CODES)]
@@ -31,6 +35,12 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Remove containers, networks and volumes left behind by berth runs that died.
     Gc(GcArgs),
+    /// Run the build service: HTTP API, build history, live logs and events, web UI.
+    Serve(crate::commands::serve::ServeArgs),
+    /// Manage the build service's API tokens.
+    Token(crate::commands::token::TokenArgs),
+    /// Serve a scoped Docker socket: a Docker API endpoint limited to its own objects.
+    Proxy(ProxyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -77,7 +87,8 @@ pub struct RunArgs {
     /// Seconds a timed-out step gets between SIGTERM and SIGKILL.
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub stop_grace: u64,
-    /// Docker mode of jobs with `screwdriver.cd/dockerEnabled: true` and no `docker:` key.
+    /// Docker mode of jobs with `screwdriver.cd/dockerEnabled: true` and no `docker:` key:
+    /// socket (fast, not isolated), dind (isolated, slower to start), scoped (not yet), none.
     #[arg(long, value_enum, value_name = "MODE", default_value_t = DockerModeArg::Dind)]
     pub docker_mode: DockerModeArg,
     /// Image of the per-job Docker daemon in dind mode (any image with dockerd).
@@ -93,13 +104,9 @@ pub struct RunArgs {
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum DockerModeArg {
-    /// No Docker access.
     None,
-    /// The host daemon's socket, bound into the job (fast, not isolated).
     Socket,
-    /// A Docker daemon of the job's own, with TLS (isolated, slower to start).
     Dind,
-    /// The scoped Docker API proxy (not implemented yet).
     Scoped,
 }
 
@@ -130,6 +137,22 @@ pub struct GcArgs {
     /// Only list what would be removed.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Unix socket to create for clients (DOCKER_HOST=unix://PATH).
+    #[arg(long, value_name = "PATH")]
+    pub listen: PathBuf,
+    /// Scope name: a-z, 0-9 and `-`; prefixes the names of everything created.
+    #[arg(long, value_name = "NAME")]
+    pub scope: String,
+    /// Directory clients may bind-mount, as they see it and where it really is.
+    #[arg(long, value_name = "JOB_PATH=HOST_PATH")]
+    pub workspace: Option<String>,
+    /// JSON policy file (capability allowlist, log drivers, resource limits).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
 }
 
 /// `90` (minutes), `30s`, `5m`, `2h`.

@@ -54,7 +54,10 @@ fn add_workload(p: &Project) {
 fn assert_workload(out: &str) {
     assert!(out.contains("server 20.10"), "{out}");
     let after_run = out.split("--- run -v").nth(1).unwrap_or_default();
-    assert!(after_run.contains("compose.yml") && after_run.contains("steps.sh"), "{out}");
+    assert!(
+        after_run.contains("compose.yml") && after_run.contains("steps.sh"),
+        "{out}"
+    );
     assert!(out.contains("built-from-source"), "{out}");
     assert!(out.contains("kept"), "{out}");
     assert!(out.contains("0.0.0.0:"), "published port missing: {out}");
@@ -95,10 +98,18 @@ jobs:
     ));
     let run = p.run_json(&[]);
     run.assert_code(0);
-    assert!(run.output("main").contains("served-by-slow-web"), "{}", run.dump());
+    assert!(
+        run.output("main").contains("served-by-slow-web"),
+        "{}",
+        run.dump()
+    );
     assert!(run.output("main").contains("alias-ok"), "{}", run.dump());
-    let log = std::fs::read_to_string(p.output_dir().join(run.build_id()).join("main.web.log")).unwrap();
-    assert!(log.contains("booting") && log.contains("listening"), "{log}");
+    let log =
+        std::fs::read_to_string(p.output_dir().join(run.build_id()).join("main.web.log")).unwrap();
+    assert!(
+        log.contains("booting") && log.contains("listening"),
+        "{log}"
+    );
     run.assert_nothing_left();
 }
 
@@ -126,9 +137,18 @@ jobs:
     ));
     let run = p.run_json(&[]);
     assert_eq!(run.status("main"), "error", "{}", run.dump());
-    let message = run.result("main")["message"].as_str().unwrap_or_default().to_string();
-    assert!(message.contains("service `web`") && message.contains("not ready after 2 s"), "{message}");
-    assert!(message.contains("booting"), "service logs missing: {message}");
+    let message = run.result("main")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        message.contains("service `web`") && message.contains("not ready after 2 s"),
+        "{message}"
+    );
+    assert!(
+        message.contains("booting"),
+        "service logs missing: {message}"
+    );
     assert!(!run.output("main").contains("should-not-run"));
     run.assert_nothing_left();
 }
@@ -169,7 +189,10 @@ jobs:
     run.assert_code(0);
     let out = run.output("main");
     assert!(out.contains("host=unix:///var/run/docker.sock"), "{out}");
-    assert!(out.contains("berth-workspaces/"), "socket mode workspace is a host path: {out}");
+    assert!(
+        out.contains("berth-workspaces/"),
+        "socket mode workspace is a host path: {out}"
+    );
     let w = warnings(&run);
     assert!(w.iter().any(|m| m.contains("root-level control")), "{w:?}");
     run.assert_nothing_left();
@@ -233,11 +256,26 @@ jobs:
     run.assert_code(0);
     assert!(project.starts_with("berth-"), "{out}");
     let label = format!("label=com.docker.compose.project={project}");
-    assert_eq!(sh(&format!("docker ps -aq --filter {label}")), "", "compose containers left");
-    assert_eq!(sh(&format!("docker network ls -q --filter {label}")), "", "compose networks left");
-    assert_eq!(sh(&format!("docker volume ls -q --filter {label}")), "", "compose volumes left");
+    assert_eq!(
+        sh(&format!("docker ps -aq --filter {label}")),
+        "",
+        "compose containers left"
+    );
+    assert_eq!(
+        sh(&format!("docker network ls -q --filter {label}")),
+        "",
+        "compose networks left"
+    );
+    assert_eq!(
+        sh(&format!("docker volume ls -q --filter {label}")),
+        "",
+        "compose volumes left"
+    );
     let w = warnings(&run);
-    assert!(w.iter().any(|m| m.contains(&name) && m.contains("scoped")), "{w:?}");
+    assert!(
+        w.iter().any(|m| m.contains(&name) && m.contains("scoped")),
+        "{w:?}"
+    );
     run.assert_nothing_left();
 }
 
@@ -288,12 +326,39 @@ jobs:
     run.assert_code(0);
     let out = run.output("main");
     assert_workload(&out);
-    let nested = out.lines().find_map(|l| l.strip_prefix("nested-id=")).unwrap_or_default();
-    assert!(!nested.is_empty() && nested != host_id, "nested {nested} host {host_id}");
-    assert_eq!(sh(&format!("docker ps -aq --filter name={marker}")), "", "job's container is on the host");
-    assert!(out.contains("env=tcp://docker:2376 verify=1 certs=/certs/client"), "{out}");
-    assert!(!out.contains("plain-2375-answered") && !out.contains("no-cert-accepted"), "{out}");
+    let nested = out
+        .lines()
+        .find_map(|l| l.strip_prefix("nested-id="))
+        .unwrap_or_default();
+    assert!(
+        !nested.is_empty() && nested != host_id,
+        "nested {nested} host {host_id}"
+    );
+    assert_eq!(
+        sh(&format!("docker ps -aq --filter name={marker}")),
+        "",
+        "job's container is on the host"
+    );
+    assert!(
+        out.contains("env=tcp://docker:2376 verify=1 certs=/certs/client"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("plain-2375-answered") && !out.contains("no-cert-accepted"),
+        "{out}"
+    );
     assert!(out.contains("OK with-cert-ok"), "{out}");
+    let w = warnings(&run);
+    let refuses = sh(
+        "docker run --rm --privileged berth-test/busybox:latest true >/dev/null 2>&1 || echo refused",
+    );
+    if refuses == "refused" {
+        assert!(
+            w.iter()
+                .any(|m| m.contains("refuses privileged containers")),
+            "{w:?}"
+        );
+    }
     let log = p.output_dir().join(run.build_id()).join("main.docker.log");
     assert!(log.exists(), "the daemon's log is kept");
     run.assert_nothing_left();
@@ -308,7 +373,6 @@ fn two_dind_jobs_run_in_parallel_with_their_own_daemons() {
         r#"
 shared:
   image: {DEBIAN}
-  requires: [~commit]
   docker: dind
   steps:
     - work: |
@@ -316,8 +380,10 @@ shared:
         docker run --rm -v "$PWD:/src" {BUSYBOX} sh -c "echo ran-in-$SD_JOB_NAME; ls /src"
         echo "id=$(docker info --format '{{{{.ID}}}}')"
 jobs:
-  one: {{}}
+  one:
+    requires: [~commit]
   two:
+    requires: [~commit]
     dind:
       tls: false
 "#
@@ -326,9 +392,17 @@ jobs:
     let run = p.run_json(&["--dind-image", DEBIAN, "--parallel", "2"]);
     run.assert_code(0);
     let (one, two) = (run.output("one"), run.output("two"));
-    assert!(one.contains("ran-in-one") && one.contains("busybox.tar"), "{one}");
+    assert!(
+        one.contains("ran-in-one") && one.contains("busybox.tar"),
+        "{one}"
+    );
     assert!(two.contains("ran-in-two"), "{two}");
-    let id = |o: &str| o.lines().find_map(|l| l.strip_prefix("id=")).unwrap_or_default().to_string();
+    let id = |o: &str| {
+        o.lines()
+            .find_map(|l| l.strip_prefix("id="))
+            .unwrap_or_default()
+            .to_string()
+    };
     assert_ne!(id(&one), id(&two));
     let w = warnings(&run);
     assert!(w.iter().any(|m| m.contains("tls: false")), "{w:?}");
@@ -356,7 +430,10 @@ jobs:
           docker build -t berth-h3-cached . 2>&1 | tail -n 4
 "#
     ));
-    p.write("Dockerfile", &format!("FROM {BUSYBOX}\nRUN echo layer > /layer\n"));
+    p.write(
+        "Dockerfile",
+        &format!("FROM {BUSYBOX}\nRUN echo layer > /layer\n"),
+    );
     add_busybox_tar(&p);
     let first = p.run_json(&["--dind-image", DEBIAN]);
     let second = p.run_json(&["--dind-image", DEBIAN]);
@@ -365,11 +442,49 @@ jobs:
     sh(&format!("docker volume rm -f {volume}"));
     first.assert_code(0);
     second.assert_code(0);
-    assert!(first.output("main").contains("cache-miss"), "{}", first.dump());
+    assert!(
+        first.output("main").contains("cache-miss"),
+        "{}",
+        first.dump()
+    );
     let out = second.output("main");
     assert!(out.contains("cache-hit"), "{out}");
     assert!(out.to_lowercase().contains("using cache"), "{out}");
     assert_eq!(kept, volume, "the cache volume is kept between builds");
     first.assert_nothing_left();
     second.assert_nothing_left();
+}
+
+#[test]
+fn two_jobs_on_one_dind_cache_take_turns() {
+    if !docker() {
+        return;
+    }
+    let cache = format!("h3turns{}", std::process::id());
+    let p = Project::new(&format!(
+        r#"
+shared:
+  image: {DEBIAN}
+  docker: dind
+  dind:
+    cache: {cache}
+  steps:
+    - use: docker info --format 'images={{{{.Images}}}}'
+jobs:
+  one:
+    requires: [~commit]
+  two:
+    requires: [~commit]
+"#
+    ));
+    let run = p.run_json(&["--dind-image", DEBIAN, "--parallel", "2"]);
+    sh(&format!("docker volume rm -f berth-cache-{cache}"));
+    run.assert_code(0);
+    let w = warnings(&run);
+    assert!(
+        w.iter()
+            .any(|m| m.contains("in use by another job; waiting")),
+        "{w:?}"
+    );
+    run.assert_nothing_left();
 }

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, HostConfig, Mount as BMount, MountType, MountVolumeOptions,
-    NetworkingConfig,
+    ContainerCreateBody, EndpointSettings, HostConfig, Mount as BMount, MountType,
+    MountVolumeOptions, NetworkingConfig,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,

@@ -22,7 +22,9 @@ pub(crate) struct Layout {
 
 impl Default for Layout {
     fn default() -> Self {
-        Layout { workspace: WORKSPACE.to_string() }
+        Layout {
+            workspace: WORKSPACE.to_string(),
+        }
     }
 }
 

@@ -1,7 +1,10 @@
 //! One file per subcommand.
 
 mod gc;
+mod proxy;
 mod run;
+pub(crate) mod serve;
+pub(crate) mod token;
 mod validate;
 
 use crate::{Cli, Command, ExitCode, Failure};
@@ -11,6 +14,9 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Run(args) => run::run(cli.docker_host.as_deref(), args).await,
         Command::Validate(args) => validate::validate(args),
         Command::Gc(args) => gc::gc(cli.docker_host.as_deref(), args).await,
+        Command::Serve(args) => serve::serve(cli.docker_host.as_deref(), args).await,
+        Command::Token(args) => token::token(args).await,
+        Command::Proxy(args) => proxy::proxy(cli.docker_host.as_deref(), args).await,
     }
 }
 

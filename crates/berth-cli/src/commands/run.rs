@@ -120,13 +120,13 @@ pub(crate) async fn run(docker_host: Option<&str>, args: RunArgs) -> Result<Exit
     let render = tokio::task::spawn_blocking(move || renderer.consume(rx));
     let result = berth_runner::run(engine.clone(), &owner, &pipeline, opts, tx, cancel).await;
     let _ = render.await;
-    if let Ok(Ok((_, report))) = gc.await {
-        if !report.removed.is_empty() {
-            eprintln!(
-                "berth: removed {} object(s) left behind by runs that died",
-                report.removed.len()
-            );
-        }
+    if let Ok(Ok((_, report))) = gc.await
+        && !report.removed.is_empty()
+    {
+        eprintln!(
+            "berth: removed {} object(s) left behind by runs that died",
+            report.removed.len()
+        );
     }
     match result {
         Ok(summary) => Ok(ExitCode::from_code(summary.exit_code())),

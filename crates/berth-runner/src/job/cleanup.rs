@@ -26,22 +26,30 @@ pub(crate) async fn remove(ctx: &Context, job: &str, res: &mut Resources) -> Vec
     let mut containers: Vec<&String> = res.container.iter().collect();
     containers.extend(res.services.iter().map(|s| &s.id));
     containers.extend(res.dind.iter().filter_map(|d| d.container.as_ref()));
-    let removals = containers.iter().map(|c| async move { (c, engine.remove_container(c).await) });
+    let removals = containers
+        .iter()
+        .map(|c| async move { (c, engine.remove_container(c).await) });
     for (c, r) in futures_util::future::join_all(removals).await {
         if let Err(e) = r {
-            problems.push(format!("failed to remove container {c}: {e} (berth gc will retry)"));
+            problems.push(format!(
+                "failed to remove container {c}: {e} (berth gc will retry)"
+            ));
         }
     }
-    if let Some(n) = &res.network {
-        if let Err(e) = engine.remove_network(n).await {
-            problems.push(format!("failed to remove network {n}: {e} (berth gc will retry)"));
-        }
+    if let Some(n) = &res.network
+        && let Err(e) = engine.remove_network(n).await
+    {
+        problems.push(format!(
+            "failed to remove network {n}: {e} (berth gc will retry)"
+        ));
     }
     let mut volumes: Vec<&String> = res.volume.iter().collect();
     volumes.extend(res.dind.iter().filter_map(|d| d.storage_volume.as_ref()));
     for v in volumes {
         if let Err(e) = engine.remove_volume(v).await {
-            problems.push(format!("failed to remove volume {v}: {e} (berth gc will retry)"));
+            problems.push(format!(
+                "failed to remove volume {v}: {e} (berth gc will retry)"
+            ));
         }
     }
     if let Some(session) = &res.socket {

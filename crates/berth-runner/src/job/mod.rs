@@ -116,13 +116,13 @@ pub(crate) async fn run_job(ctx: Arc<Context>, job: Job) -> JobSummary {
     if matches!(result, JobResult::Cancelled) {
         log.line(&format!("berth: job `{}` cancelled", job.name));
     }
-    if let Some(container) = &res.container {
-        if !matches!(result, JobResult::Cancelled) {
-            if let Err(e) = artifacts::collect(&ctx, &job.name, container, &res.layout.artifacts()).await {
-                ctx.warn(&job.name, format!("failed to copy artifacts: {e}"))
-                    .await;
-            }
-        }
+    if let Some(container) = &res.container
+        && !matches!(result, JobResult::Cancelled)
+        && let Err(e) =
+            artifacts::collect(&ctx, &job.name, container, &res.layout.artifacts()).await
+    {
+        ctx.warn(&job.name, format!("failed to copy artifacts: {e}"))
+            .await;
     }
     for problem in cleanup::remove(&ctx, &job.name, &mut res).await {
         ctx.warn(&job.name, problem).await;
@@ -186,7 +186,8 @@ async fn prepare(ctx: &Context, job: &Job, res: &mut Resources) -> Result<String
             docker_mode::JobDocker::default()
         }
         docker_mode::Access::Socket => {
-            let (docker, session) = docker_mode::socket::prepare(ctx, &job.name, &job.image).await?;
+            let (docker, session) =
+                docker_mode::socket::prepare(ctx, &job.name, &job.image).await?;
             res.socket = Some(session);
             docker
         }
@@ -203,7 +204,15 @@ async fn prepare(ctx: &Context, job: &Job, res: &mut Resources) -> Result<String
     if let Some(net) = &network {
         services::start(ctx, job, net, res).await?;
     }
-    let container = setup::create(ctx, job, res, volume.as_deref(), network.as_deref(), &docker).await?;
+    let container = setup::create(
+        ctx,
+        job,
+        res,
+        volume.as_deref(),
+        network.as_deref(),
+        &docker,
+    )
+    .await?;
     ctx.emit(
         &job.name,
         JobEvent::Started {
@@ -219,7 +228,10 @@ async fn prepare(ctx: &Context, job: &Job, res: &mut Resources) -> Result<String
             None => Ok(()),
         }
     };
-    tokio::try_join!(services::wait_all(ctx, &container, &net, &res.services), dind_ready)?;
+    tokio::try_join!(
+        services::wait_all(ctx, &container, &net, &res.services),
+        dind_ready
+    )?;
     Ok(container)
 }
 

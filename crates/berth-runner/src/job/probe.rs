@@ -8,8 +8,15 @@ use futures_util::StreamExt;
 use super::Context;
 
 /// Runs `cmd` in `container`, discarding its output; returns its exit code.
-pub(crate) async fn exec_code(ctx: &Context, container: &str, cmd: Vec<String>) -> Result<i64, EngineError> {
-    let spec = ExecSpec { cmd, ..Default::default() };
+pub(crate) async fn exec_code(
+    ctx: &Context,
+    container: &str,
+    cmd: Vec<String>,
+) -> Result<i64, EngineError> {
+    let spec = ExecSpec {
+        cmd,
+        ..Default::default()
+    };
     let mut h = ctx.engine.exec(container, &spec).await?;
     while let Some(chunk) = h.output.next().await {
         chunk?;
@@ -20,5 +27,8 @@ pub(crate) async fn exec_code(ctx: &Context, container: &str, cmd: Vec<String>) 
         }
         tokio::time::sleep(Duration::from_millis(5 * attempt.min(20))).await;
     }
-    Err(EngineError::Transport(format!("the daemon never reported the exit code of exec {}", h.id)))
+    Err(EngineError::Transport(format!(
+        "the daemon never reported the exit code of exec {}",
+        h.id
+    )))
 }

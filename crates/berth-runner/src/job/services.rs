@@ -52,13 +52,21 @@ pub(crate) async fn start(
     res: &mut Resources,
 ) -> Result<(), JobError> {
     for (i, svc) in job.services.iter().enumerate() {
-        let alias = svc.aliases.first().cloned().unwrap_or_else(|| format!("service-{i}"));
+        let alias = svc
+            .aliases
+            .first()
+            .cloned()
+            .unwrap_or_else(|| format!("service-{i}"));
         let spec = ContainerSpec {
             name: Some(format!("{}-svc{i}", ctx.object_name(&job.name))),
             image: svc.image.clone(),
             entrypoint: svc.entrypoint.clone(),
             cmd: svc.command.clone(),
-            env: svc.environment.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            env: svc
+                .environment
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect(),
             labels: ctx.labels(&job.name, "service"),
             network: Some(network.to_string()),
             network_aliases: svc.aliases.clone(),
@@ -72,7 +80,10 @@ pub(crate) async fn start(
             timeout: timeout(ctx, svc),
         });
         ctx.engine.start_container(&id).await.map_err(|e| {
-            JobError::Message(format!("failed to start service `{alias}` ({}): {e}", svc.image))
+            JobError::Message(format!(
+                "failed to start service `{alias}` ({}): {e}",
+                svc.image
+            ))
         })?;
     }
     Ok(())
@@ -89,7 +100,9 @@ pub(crate) async fn wait_all(
     network: &str,
     services: &[Started],
 ) -> Result<(), JobError> {
-    let waits = services.iter().map(|s| wait_ready(ctx, job_container, network, s));
+    let waits = services
+        .iter()
+        .map(|s| wait_ready(ctx, job_container, network, s));
     futures_util::future::try_join_all(waits).await.map(|_| ())
 }
 
@@ -116,7 +129,10 @@ async fn wait_ready(
     loop {
         let state = ctx.engine.inspect_container(&svc.id).await?;
         if !state.running {
-            let code = state.exit_code.map(|c| format!(" with code {c}")).unwrap_or_default();
+            let code = state
+                .exit_code
+                .map(|c| format!(" with code {c}"))
+                .unwrap_or_default();
             return Err(failed(ctx, svc, &format!("exited{code} before it was ready")).await);
         }
         let ready = match check {
@@ -156,7 +172,13 @@ async fn wait_ready(
 /// `Some(open)` from a probe run inside the job container; `None` when the image has no tool
 /// to probe with.
 async fn probe_exec(ctx: &Context, container: &str, host: &str, port: u16) -> Option<bool> {
-    let cmd = vec!["/bin/sh".into(), "-c".into(), PROBE.into(), host.into(), port.to_string()];
+    let cmd = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        PROBE.into(),
+        host.into(),
+        port.to_string(),
+    ];
     match super::probe::exec_code(ctx, container, cmd).await {
         Ok(NO_PROBE_TOOL) => None,
         Ok(code) => Some(code == 0),
@@ -169,7 +191,10 @@ async fn probe_direct(ip: &str, port: u16) -> bool {
         return false;
     }
     let connect = tokio::net::TcpStream::connect((ip, port));
-    matches!(tokio::time::timeout(Duration::from_secs(1), connect).await, Ok(Ok(_)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), connect).await,
+        Ok(Ok(_))
+    )
 }
 
 /// The job's error for a service that failed, quoting its last log lines.

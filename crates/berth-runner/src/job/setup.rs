@@ -16,7 +16,12 @@ const KEEPALIVE: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $
 
 /// The job's environment, lowest precedence first: parameters, the job's `environment`, the
 /// Docker mode's variables, then Screwdriver's variables (which a pipeline cannot override).
-pub(crate) fn environment(ctx: &Context, job: &Job, layout: &Layout, docker_env: &[String]) -> Vec<String> {
+pub(crate) fn environment(
+    ctx: &Context,
+    job: &Job,
+    layout: &Layout,
+    docker_env: &[String],
+) -> Vec<String> {
     let mut env: indexmap::IndexMap<String, String> = indexmap::IndexMap::new();
     for (k, p) in ctx.parameters.iter().chain(job.parameters.iter()) {
         env.insert(k.clone(), p.value.clone());
@@ -48,9 +53,15 @@ pub(crate) fn environment(ctx: &Context, job: &Job, layout: &Layout, docker_env:
 }
 
 /// Creates the job's workspace volume (recorded for cleanup); returns its name.
-pub(crate) async fn workspace_volume(ctx: &Context, job: &Job, res: &mut Resources) -> Result<String, JobError> {
+pub(crate) async fn workspace_volume(
+    ctx: &Context,
+    job: &Job,
+    res: &mut Resources,
+) -> Result<String, JobError> {
     let volume = format!("{}-ws", ctx.object_name(&job.name));
-    ctx.engine.create_volume(&volume, &ctx.labels(&job.name, "workspace")).await?;
+    ctx.engine
+        .create_volume(&volume, &ctx.labels(&job.name, "workspace"))
+        .await?;
     res.volume = Some(volume.clone());
     Ok(volume)
 }
@@ -69,7 +80,11 @@ pub(crate) async fn create(
     let layout = docker.layout.clone().unwrap_or_default();
     let mut mounts = Vec::new();
     if let Some(volume) = volume {
-        mounts.push(Mount::Volume { source: volume.to_string(), target: layout.workspace.clone(), read_only: false });
+        mounts.push(Mount::Volume {
+            source: volume.to_string(),
+            target: layout.workspace.clone(),
+            read_only: false,
+        });
     }
     mounts.extend(docker.mounts.iter().cloned());
     let spec = ContainerSpec {

@@ -23,17 +23,34 @@ pub(crate) fn volume_name(name: &str) -> String {
 }
 
 fn lock_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join("berth-caches").join(format!("{name}.lock"))
+    std::env::temp_dir()
+        .join("berth-caches")
+        .join(format!("{name}.lock"))
 }
 
 /// Takes the cache's lock, waiting (with one notice) while another job holds it, up to `limit`.
-pub(crate) async fn lock(ctx: &Context, job: &str, name: &str, limit: Duration) -> Result<File, JobError> {
+pub(crate) async fn lock(
+    ctx: &Context,
+    job: &str,
+    name: &str,
+    limit: Duration,
+) -> Result<File, JobError> {
     let path = lock_path(name);
-    let io = |e: std::io::Error| JobError::Message(format!("failed to lock cache {name} ({}): {e}", path.display()));
+    let io = |e: std::io::Error| {
+        JobError::Message(format!(
+            "failed to lock cache {name} ({}): {e}",
+            path.display()
+        ))
+    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(io)?;
     }
-    let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(io)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
     let deadline = tokio::time::Instant::now() + limit;
     let mut told = false;
     loop {
@@ -49,7 +66,11 @@ pub(crate) async fn lock(ctx: &Context, job: &str, name: &str, limit: Duration) 
             )));
         }
         if !told {
-            ctx.warn(job, format!("dind cache `{name}` is in use by another job; waiting for it")).await;
+            ctx.warn(
+                job,
+                format!("dind cache `{name}` is in use by another job; waiting for it"),
+            )
+            .await;
             told = true;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -29,7 +29,9 @@ impl DindCerts {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "berth dind CA");
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "berth dind CA");
         ca_params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
@@ -45,13 +47,18 @@ impl DindCerts {
             "127.0.0.1".to_string(),
         ])?;
         server.distinguished_name.push(DnType::CommonName, "docker");
-        server.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        server.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         server.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_cert = server.signed_by(&server_key, &issuer)?;
 
         let client_key = KeyPair::generate()?;
         let mut client = CertificateParams::new(Vec::<String>::new())?;
-        client.distinguished_name.push(DnType::CommonName, "berth job");
+        client
+            .distinguished_name
+            .push(DnType::CommonName, "berth job");
         client.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         let client_cert = client.signed_by(&client_key, &issuer)?;

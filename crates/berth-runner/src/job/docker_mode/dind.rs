@@ -57,7 +57,10 @@ fn dockerd_args(tls: bool) -> Vec<String> {
             format!("--tlskey={SERVER_DIR}/key.pem"),
         ]);
     } else {
-        args.extend(["--host=tcp://0.0.0.0:2375".to_string(), "--tls=false".to_string()]);
+        args.extend([
+            "--host=tcp://0.0.0.0:2375".to_string(),
+            "--tls=false".to_string(),
+        ]);
     }
     args
 }
@@ -122,7 +125,9 @@ pub(crate) async fn start(
         ctx.warn(job, "dind: {tls: false}: the job's daemon listens on plain TCP 2375, unauthenticated, to anything on the job network".to_string()).await;
     }
     let certs = if opts.tls {
-        Some(DindCerts::generate().map_err(|e| JobError::Message(format!("failed to generate TLS certificates for dind: {e}")))?)
+        Some(DindCerts::generate().map_err(|e| {
+            JobError::Message(format!("failed to generate TLS certificates for dind: {e}"))
+        })?)
     } else {
         None
     };
@@ -134,7 +139,9 @@ pub(crate) async fn start(
         }
         None => {
             let volume = format!("{}-dind", ctx.object_name(job));
-            ctx.engine.create_volume(&volume, &ctx.labels(job, "dind")).await?;
+            ctx.engine
+                .create_volume(&volume, &ctx.labels(job, "dind"))
+                .await?;
             daemon.storage_volume = Some(volume.clone());
             volume
         }
@@ -142,7 +149,12 @@ pub(crate) async fn start(
     let mut spec = ContainerSpec {
         name: Some(format!("{}-docker", ctx.object_name(job))),
         image: ctx.opts.dind_image.clone(),
-        entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), LAUNCH.into(), "dockerd".into()]),
+        entrypoint: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            LAUNCH.into(),
+            "dockerd".into(),
+        ]),
         cmd: Some(dockerd_args(opts.tls)),
         // Keeps the official image's entrypoint habits (generating its own certs) out of the way.
         env: vec!["DOCKER_TLS_CERTDIR=".into()],
@@ -150,8 +162,16 @@ pub(crate) async fn start(
         network: Some(network.to_string()),
         network_aliases: vec![ALIAS.to_string()],
         mounts: vec![
-            Mount::Volume { source: storage, target: "/var/lib/docker".into(), read_only: false },
-            Mount::Volume { source: workspace_volume.to_string(), target: WORKSPACE.into(), read_only: false },
+            Mount::Volume {
+                source: storage,
+                target: "/var/lib/docker".into(),
+                read_only: false,
+            },
+            Mount::Volume {
+                source: workspace_volume.to_string(),
+                target: WORKSPACE.into(),
+                read_only: false,
+            },
         ],
         ..Default::default()
     };
@@ -165,7 +185,10 @@ pub(crate) async fn start(
         spec.privileged = true;
     }
     let tar = match &certs {
-        Some(c) => Some(certs_tar(c).map_err(|e| JobError::Message(format!("failed to pack dind certificates: {e}")))?),
+        Some(c) => Some(
+            certs_tar(c)
+                .map_err(|e| JobError::Message(format!("failed to pack dind certificates: {e}")))?,
+        ),
         None => None,
     };
     let started = create_and_start(ctx, &spec, tar.as_deref(), daemon).await;
@@ -177,12 +200,20 @@ pub(crate) async fn start(
             }
             unprivileged(&mut spec);
             notice = true;
-            create_and_start(ctx, &spec, tar.as_deref(), daemon).await.map_err(|e| {
-                JobError::Message(format!("failed to start the dind daemon ({}) even without --privileged: {e}", spec.image))
-            })?;
+            create_and_start(ctx, &spec, tar.as_deref(), daemon)
+                .await
+                .map_err(|e| {
+                    JobError::Message(format!(
+                        "failed to start the dind daemon ({}) even without --privileged: {e}",
+                        spec.image
+                    ))
+                })?;
         }
         Err(e) => {
-            return Err(JobError::Message(format!("failed to start the dind daemon ({}): {e}", spec.image)));
+            return Err(JobError::Message(format!(
+                "failed to start the dind daemon ({}): {e}",
+                spec.image
+            )));
         }
         Ok(()) => {}
     }
@@ -194,11 +225,20 @@ pub(crate) async fn start(
         .map(|c| {
             c.client_files()
                 .into_iter()
-                .map(|(path, data)| ExtraFile { path, data: data.as_bytes().to_vec(), mode: 0o644 })
+                .map(|(path, data)| ExtraFile {
+                    path,
+                    data: data.as_bytes().to_vec(),
+                    mode: 0o644,
+                })
                 .collect()
         })
         .unwrap_or_default();
-    Ok(JobDocker { env: client_env(opts.tls), mounts: Vec::new(), files, layout: None })
+    Ok(JobDocker {
+        env: client_env(opts.tls),
+        mounts: Vec::new(),
+        files,
+        layout: None,
+    })
 }
 
 async fn create_and_start(
@@ -210,7 +250,9 @@ async fn create_and_start(
     let id = ctx.engine.create_container(spec).await?;
     daemon.container = Some(id.clone());
     if let Some(tar) = certs {
-        ctx.engine.put_archive(&id, "/", bytes::Bytes::copy_from_slice(tar)).await?;
+        ctx.engine
+            .put_archive(&id, "/", bytes::Bytes::copy_from_slice(tar))
+            .await?;
     }
     ctx.engine.start_container(&id).await
 }
@@ -229,12 +271,18 @@ fn ping_command(tls: bool) -> Vec<String> {
          exec docker -H tcp://127.0.0.1:2375 version"
             .to_string()
     };
-    vec!["/bin/sh".into(), "-c".into(), format!("{{ {script}; }} >/dev/null 2>&1")]
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("{{ {script}; }} >/dev/null 2>&1"),
+    ]
 }
 
 /// Waits until the daemon answers `/_ping`, bounded by the service timeout (at least 60 s).
 pub(crate) async fn wait_ready(ctx: &Context, daemon: &Daemon) -> Result<(), JobError> {
-    let Some(id) = &daemon.container else { return Ok(()) };
+    let Some(id) = &daemon.container else {
+        return Ok(());
+    };
     let limit = ctx.opts.service_timeout.max(MIN_READY_TIMEOUT);
     let deadline = tokio::time::Instant::now() + limit;
     loop {
@@ -242,7 +290,10 @@ pub(crate) async fn wait_ready(ctx: &Context, daemon: &Daemon) -> Result<(), Job
         if !state.running {
             return Err(failed(ctx, id, "exited before it answered").await);
         }
-        if probe::exec_code(ctx, id, ping_command(daemon.tls)).await.is_ok_and(|c| c == 0) {
+        if probe::exec_code(ctx, id, ping_command(daemon.tls))
+            .await
+            .is_ok_and(|c| c == 0)
+        {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
@@ -264,7 +315,9 @@ async fn failed(ctx: &Context, id: &str, what: &str) -> JobError {
 
 /// Stops a daemon on a cache volume with SIGTERM first, so its data directory is left clean.
 pub(crate) async fn stop_gracefully(ctx: &Context, daemon: &Daemon) {
-    let (Some(id), Some(_)) = (&daemon.container, &daemon.cache_lock) else { return };
+    let (Some(id), Some(_)) = (&daemon.container, &daemon.cache_lock) else {
+        return;
+    };
     let _ = ctx.engine.kill_container(id, "TERM").await;
     let deadline = tokio::time::Instant::now() + STOP_GRACE;
     while tokio::time::Instant::now() < deadline {

@@ -46,7 +46,9 @@ pub(crate) fn socket_path(ctx: &Context) -> Result<PathBuf, JobError> {
 /// Root of the host directories backing socket-mode workspaces.
 fn workspaces_root() -> PathBuf {
     let tmp = std::env::temp_dir();
-    std::fs::canonicalize(&tmp).unwrap_or(tmp).join("berth-workspaces")
+    std::fs::canonicalize(&tmp)
+        .unwrap_or(tmp)
+        .join("berth-workspaces")
 }
 
 /// A compose project name unique to the job: lowercase letters, digits, `-` and `_`.
@@ -71,10 +73,19 @@ pub(crate) async fn prepare(
     let name = ctx.object_name(job);
     let host_dir = workspaces_root().join(&name);
     std::fs::create_dir_all(&host_dir).map_err(|e| {
-        JobError::Message(format!("failed to create the workspace directory {}: {e}", host_dir.display()))
+        JobError::Message(format!(
+            "failed to create the workspace directory {}: {e}",
+            host_dir.display()
+        ))
     })?;
     let dir = host_dir.display().to_string();
-    let baseline = ctx.engine.list_containers().await?.into_iter().map(|c| c.id).collect();
+    let baseline = ctx
+        .engine
+        .list_containers()
+        .await?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
     let compose_project = compose_project(&name);
     let docker = JobDocker {
         env: vec![
@@ -82,8 +93,16 @@ pub(crate) async fn prepare(
             format!("COMPOSE_PROJECT_NAME={compose_project}"),
         ],
         mounts: vec![
-            Mount::Bind { source: socket.display().to_string(), target: SOCKET_IN_JOB.into(), read_only: false },
-            Mount::Bind { source: dir.clone(), target: dir.clone(), read_only: false },
+            Mount::Bind {
+                source: socket.display().to_string(),
+                target: SOCKET_IN_JOB.into(),
+                read_only: false,
+            },
+            Mount::Bind {
+                source: dir.clone(),
+                target: dir.clone(),
+                read_only: false,
+            },
         ],
         files: Vec::new(),
         layout: Some(Layout { workspace: dir }),
@@ -93,7 +112,12 @@ pub(crate) async fn prepare(
         "docker: socket gives this job root-level control of the host's Docker daemon (use docker: dind to isolate it)".to_string(),
     )
     .await;
-    let session = Session { host_dir, compose_project, baseline, image: image.to_string() };
+    let session = Session {
+        host_dir,
+        compose_project,
+        baseline,
+        image: image.to_string(),
+    };
     Ok((docker, session))
 }
 
@@ -101,11 +125,19 @@ pub(crate) async fn prepare(
 /// Runs before berth's own containers go, so it sees the daemon as the job left it.
 pub(crate) async fn finish(ctx: &Context, job: &str, session: &Session) -> Vec<String> {
     let mut problems = Vec::new();
-    match berth_engine::reap(ctx.engine.as_ref(), "com.docker.compose.project", &session.compose_project).await
+    match berth_engine::reap(
+        ctx.engine.as_ref(),
+        "com.docker.compose.project",
+        &session.compose_project,
+    )
+    .await
     {
         Ok(report) => {
             for (o, e) in report.failed {
-                problems.push(format!("failed to remove compose {} {}: {e}", o.kind, o.name));
+                problems.push(format!(
+                    "failed to remove compose {} {}: {e}",
+                    o.kind, o.name
+                ));
             }
         }
         Err(e) => problems.push(format!("failed to list the job's compose project: {e}")),
@@ -114,7 +146,9 @@ pub(crate) async fn finish(ctx: &Context, job: &str, session: &Session) -> Vec<S
         Ok(all) => {
             let left: Vec<String> = all
                 .into_iter()
-                .filter(|c| !session.baseline.contains(&c.id) && !c.labels.contains_key(labels::OWNER))
+                .filter(|c| {
+                    !session.baseline.contains(&c.id) && !c.labels.contains_key(labels::OWNER)
+                })
                 .map(|c| c.name)
                 .collect();
             if !left.is_empty() {
@@ -148,10 +182,19 @@ pub(crate) async fn remove_host_dir(ctx: &Context, job: &str, session: &Session)
     let spec = ContainerSpec {
         name: Some(format!("{}-rm", ctx.object_name(job))),
         image: session.image.clone(),
-        entrypoint: Some(vec!["/bin/sh".into(), "-c".into(), "rm -rf \"/w/$0\"".into(), name]),
+        entrypoint: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "rm -rf \"/w/$0\"".into(),
+            name,
+        ]),
         cmd: Some(vec![]),
         labels: ctx.labels(job, "cleanup"),
-        mounts: vec![Mount::Bind { source: root.display().to_string(), target: "/w".into(), read_only: false }],
+        mounts: vec![Mount::Bind {
+            source: root.display().to_string(),
+            target: "/w".into(),
+            read_only: false,
+        }],
         ..Default::default()
     };
     let result = async {
@@ -191,6 +234,9 @@ mod tests {
 
     #[test]
     fn compose_project_names_are_valid() {
-        assert_eq!(compose_project("berth-ab12-3-Build.App"), "berth-ab12-3-build_app");
+        assert_eq!(
+            compose_project("berth-ab12-3-Build.App"),
+            "berth-ab12-3-build_app"
+        );
     }
 }

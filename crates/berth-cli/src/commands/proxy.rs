@@ -1,0 +1,69 @@
+//! `berth proxy`: serve a scoped Docker socket until SIGINT/SIGTERM, then reap the scope.
+
+use berth_proxy::{Policy, ProxyConfig, ScopedProxy, Workspace};
+
+use crate::args::ProxyArgs;
+use crate::{ExitCode, Failure};
+
+pub(crate) async fn proxy(docker_host: Option<&str>, args: ProxyArgs) -> Result<ExitCode, Failure> {
+    let address = berth_engine::DaemonAddress::resolve(docker_host);
+    let daemon_socket = address.unix_socket().ok_or_else(|| {
+        Failure::usage("the scoped socket forwards to a daemon on a unix socket")
+            .with_hint("point --docker-host / DOCKER_HOST at unix:///var/run/docker.sock")
+    })?;
+    let workspace = match &args.workspace {
+        Some(w) => Some(Workspace::parse(w).map_err(|e| Failure::usage(e.to_string()))?),
+        None => None,
+    };
+    let policy = match &args.policy {
+        Some(p) => Policy::load(p).map_err(|e| Failure::usage(e.to_string()))?,
+        None => Policy::default(),
+    };
+    berth_proxy::validate_scope(&args.scope).map_err(|e| Failure::usage(e.to_string()))?;
+    let owner = berth_engine::Owner::register()
+        .map_err(|e| Failure::infra(format!("failed to register this berth process: {e}")))?;
+    let proxy = ScopedProxy::start(ProxyConfig {
+        listen: args.listen.clone(),
+        daemon_socket,
+        scope: args.scope.clone(),
+        owner_labels: owner.labels(),
+        workspace,
+        policy,
+    })
+    .await
+    .map_err(|e| Failure::infra(e.to_string()))?;
+    eprintln!(
+        "berth: scoped socket for scope `{}` at unix://{} (Ctrl-C to stop and remove what it created)",
+        args.scope,
+        args.listen.display()
+    );
+    wait_for_signal().await;
+    let report = proxy.shutdown_and_reap().await;
+    for r in &report.removed {
+        eprintln!("berth: removed {r}");
+    }
+    for (what, e) in &report.failed {
+        eprintln!("berth: failed to remove {what}: {e}");
+    }
+    drop(owner);
+    if report.is_clean() {
+        Ok(ExitCode::Success)
+    } else {
+        Ok(ExitCode::Infrastructure)
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

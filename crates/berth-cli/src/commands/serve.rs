@@ -1,0 +1,95 @@
+//! `berth serve`: the build service (see `berth_server`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use berth_engine::Engine;
+use clap::{Args, ValueEnum};
+
+use crate::{ExitCode, Failure};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8400")]
+    pub listen: SocketAddr,
+    /// Directory for the database, sources, logs and artifacts.
+    #[arg(long, value_name = "DIR", default_value = ".berth/server")]
+    pub data: PathBuf,
+    /// Builds running at once; more wait in a queue in submission order.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub max_builds: usize,
+    /// Jobs of one build running at once (default: number of CPUs).
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
+    /// Image that clones git sources (needs git and sh).
+    #[arg(
+        long,
+        value_name = "IMAGE",
+        default_value = "berth-test/debian:bookworm"
+    )]
+    pub git_image: String,
+    /// What `screwdriver.cd/dockerEnabled: true` selects when a submission does not say.
+    #[arg(long, value_enum, default_value_t = DockerModeArg::Dind)]
+    pub docker_mode: DockerModeArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DockerModeArg {
+    None,
+    Socket,
+    Dind,
+    Scoped,
+}
+
+pub(crate) async fn serve(docker_host: Option<&str>, args: ServeArgs) -> Result<ExitCode, Failure> {
+    if args.max_builds == 0 {
+        return Err(Failure::usage("--max-builds must be at least 1"));
+    }
+    if !args.listen.ip().is_loopback() {
+        eprintln!(
+            "berth: warning: listening on {} without TLS; tokens and logs cross the network in clear \
+             (put a TLS-terminating proxy in front, or listen on 127.0.0.1)",
+            args.listen
+        );
+    }
+    let engine: Arc<dyn Engine> = Arc::new(super::connect(docker_host).await?);
+    let mut config = berth_server::Config::new(args.listen, args.data.clone());
+    config.max_builds = args.max_builds;
+    config.parallel = args.parallel;
+    config.git_image = args.git_image;
+    config.default_docker_mode = match args.docker_mode {
+        DockerModeArg::None => berth_runner::DefaultDockerMode::None,
+        DockerModeArg::Socket => berth_runner::DefaultDockerMode::Socket,
+        DockerModeArg::Dind => berth_runner::DefaultDockerMode::Dind,
+        DockerModeArg::Scoped => berth_runner::DefaultDockerMode::Scoped,
+    };
+    let started = berth_server::start(config, engine)
+        .await
+        .map_err(|e| Failure::infra(e.to_string()))?;
+    if let Some(token) = &started.admin_token {
+        eprintln!(
+            "berth: created the admin API token (shown only this once; only its hash is stored):\n\n    {token}\n"
+        );
+    }
+    let r = &started.recovered;
+    if !r.interrupted.is_empty() {
+        eprintln!(
+            "berth: marked {} build(s) interrupted by the last stop ({} object(s) reaped)",
+            r.interrupted.len(),
+            r.reaped
+        );
+    }
+    eprintln!(
+        "berth: serving on http://{} (data in {}; {} queued build(s))",
+        started.addr,
+        args.data.display(),
+        r.queued
+    );
+    started
+        .wait()
+        .await
+        .map_err(|e| Failure::infra(e.to_string()))?;
+    Ok(ExitCode::Success)
+}

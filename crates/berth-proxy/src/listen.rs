@@ -1,0 +1,173 @@
+//! The endpoint: a unix socket served with hyper's HTTP/1.1 server (upgrades enabled).
+//!
+//! Owns: [`ScopedProxy`] — starting an endpoint for a scope, and closing it: stop accepting, end
+//! open connections and streams, wait for in-flight requests, then reap the scope.
+//! Must not: look at requests; every request goes to `handler`, one at a time per connection,
+//! so each request on a keep-alive connection is authorized on its own.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+
+use crate::forward::Daemon;
+use crate::policy::Policy;
+use crate::reap::{ReapReport, reap_scope};
+use crate::rewrite::Workspace;
+use crate::scope::{Scope, ScopeNameError};
+use crate::state::State;
+
+/// What a scoped endpoint needs.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Where to create the endpoint's unix socket (replaced if a stale socket is there).
+    pub listen: PathBuf,
+    /// The real daemon's unix socket.
+    pub daemon_socket: PathBuf,
+    /// The scope (job) name: `[a-z0-9-]{1,40}`, unique among live scopes on the daemon.
+    pub scope: String,
+    /// The owner labels (`Owner::labels()`), added to everything created with `io.berth.scope`.
+    pub owner_labels: BTreeMap<String, String>,
+    /// The job's workspace; without one, no bind mounts are allowed.
+    pub workspace: Option<Workspace>,
+    pub policy: Policy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Scope(#[from] ScopeNameError),
+    #[error("the owner labels must include io.berth.owner")]
+    NoOwner,
+    #[error("failed to reach the Docker daemon at {path}: {reason}")]
+    Daemon { path: PathBuf, reason: String },
+    #[error("failed to listen on {path}: {source}")]
+    Listen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A running scoped endpoint. Call [`ScopedProxy::shutdown_and_reap`] when the job ends;
+/// dropping it without that stops serving but leaves the scope's objects to `berth gc`.
+#[derive(Debug)]
+pub struct ScopedProxy {
+    state: Arc<State>,
+    listen: PathBuf,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl ScopedProxy {
+    /// Checks the daemon answers, binds the socket and starts serving.
+    pub async fn start(config: ProxyConfig) -> Result<ScopedProxy, StartError> {
+        if !config
+            .owner_labels
+            .contains_key(berth_engine::labels::OWNER)
+        {
+            return Err(StartError::NoOwner);
+        }
+        let scope = Scope::new(&config.scope, config.owner_labels)?;
+        let daemon = Daemon::new(&config.daemon_socket);
+        match daemon.call(Method::GET, "/_ping", None).await {
+            Ok((StatusCode::OK, _)) => {}
+            Ok((s, _)) => {
+                return Err(StartError::Daemon {
+                    path: config.daemon_socket,
+                    reason: format!("/_ping answered {s}"),
+                });
+            }
+            Err(e) => {
+                return Err(StartError::Daemon {
+                    path: config.daemon_socket,
+                    reason: e.to_string(),
+                });
+            }
+        }
+        let listen = config.listen.clone();
+        remove_stale_socket(&listen);
+        let listener =
+            tokio::net::UnixListener::bind(&listen).map_err(|source| StartError::Listen {
+                path: listen.clone(),
+                source,
+            })?;
+        let state = Arc::new(State::new(daemon, scope, config.policy, config.workspace));
+        let st = state.clone();
+        let accept = tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok((s, _)) => s,
+                        Err(e) => {
+                            tracing::warn!("scoped socket accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    },
+                    () = st.cancel.cancelled() => return,
+                };
+                let st2 = st.clone();
+                st.tracker.spawn(async move {
+                    let svc = {
+                        let st3 = st2.clone();
+                        service_fn(move |req| {
+                            let st4 = st3.clone();
+                            async move {
+                                Ok::<_, std::convert::Infallible>(
+                                    crate::handler::handle(st4, req).await,
+                                )
+                            }
+                        })
+                    };
+                    let conn = http1::Builder::new()
+                        .max_buf_size(256 * 1024)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades();
+                    tokio::select! {
+                        r = conn => if let Err(e) = r {
+                            tracing::debug!("scoped socket connection ended: {e}");
+                        },
+                        () = st2.cancel.cancelled() => {}
+                    }
+                });
+            }
+        });
+        Ok(ScopedProxy {
+            state,
+            listen,
+            accept,
+        })
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.listen
+    }
+
+    pub fn scope(&self) -> &str {
+        self.state.scope.name()
+    }
+
+    /// Closes the endpoint (no new connections, open streams ended), waits briefly for
+    /// in-flight requests, then removes everything the scope created.
+    pub async fn shutdown_and_reap(self) -> ReapReport {
+        self.state.cancel.cancel();
+        let _ = self.accept.await;
+        let _ = std::fs::remove_file(&self.listen);
+        self.state.tracker.close();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.state.tracker.wait()).await;
+        reap_scope(&self.state.daemon, &self.state.scope).await
+    }
+}
+
+fn remove_stale_socket(path: &Path) {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(m) = std::fs::symlink_metadata(path) {
+        if m.file_type().is_socket() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! The state one scoped endpoint shares between its connections.
+//!
+//! Owns: the daemon handle, the scope, the policy, the workspace, the cancellation token and task
+//! tracker that end open streams on shutdown, and the scope's own network.
+//! Must not: hold per-request data.
+
+use http::{Method, StatusCode};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::forward::Daemon;
+use crate::policy::Policy;
+use crate::refusal::Refusal;
+use crate::rewrite::Workspace;
+use crate::scope::Scope;
+
+#[derive(Debug)]
+pub struct State {
+    pub daemon: Daemon,
+    pub scope: Scope,
+    pub policy: Policy,
+    pub workspace: Option<Workspace>,
+    pub cancel: CancellationToken,
+    pub tracker: TaskTracker,
+    scope_net: tokio::sync::Mutex<bool>,
+}
+
+impl State {
+    pub fn new(
+        daemon: Daemon,
+        scope: Scope,
+        policy: Policy,
+        workspace: Option<Workspace>,
+    ) -> State {
+        State {
+            daemon,
+            scope,
+            policy,
+            workspace,
+            cancel: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            scope_net: tokio::sync::Mutex::new(false),
+        }
+    }
+
+    /// The daemon name of the scope's own network: the scope name itself, which no job-given
+    /// name (`<scope>_<name>`) and no other scope can collide with.
+    pub fn scope_network_name(&self) -> String {
+        self.scope.name().to_string()
+    }
+
+    /// Creates the scope's network on first use; returns its daemon name.
+    pub async fn scope_network(&self) -> Result<String, Refusal> {
+        let name = self.scope_network_name();
+        let mut created = self.scope_net.lock().await;
+        if *created {
+            return Ok(name);
+        }
+        let body = json!({
+            "Name": name,
+            "CheckDuplicate": true,
+            "Driver": "bridge",
+            "Labels": self.scope.labels(),
+        });
+        let (status, v) = self
+            .daemon
+            .call(Method::POST, "/networks/create", Some(&body))
+            .await
+            .map_err(|e| Refusal::Daemon(e.to_string()))?;
+        match (status, v["Id"].as_str()) {
+            (StatusCode::CREATED, Some(id)) => {
+                self.scope.add_network(id);
+                *created = true;
+                Ok(name)
+            }
+            _ => Err(Refusal::Daemon(format!(
+                "failed to create the scope's network {name}: {}",
+                v["message"].as_str().unwrap_or("unexpected answer")
+            ))),
+        }
+    }
+}

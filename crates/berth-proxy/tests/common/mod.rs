@@ -1,0 +1,400 @@
+//! Shared helpers: start scoped endpoints in-process against the real daemon, send raw HTTP
+//! over unix sockets (every byte under the test's control), and look at the daemon directly.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use berth_proxy::{Policy, ProxyConfig, ScopedProxy, Workspace};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const DAEMON: &str = "/var/run/docker.sock";
+pub const BUSYBOX: &str = "berth-test/busybox:latest";
+pub const DEBIAN: &str = "berth-test/debian:bookworm";
+
+/// Whether the daemon (and the test images) are there; a loud SKIP otherwise, or a panic when
+/// `BERTH_REQUIRE_DOCKER=1`.
+pub async fn docker_or_skip(test: &str) -> bool {
+    let ok = match raw(Path::new(DAEMON), &get(&format!("/images/{BUSYBOX}/json"))).await {
+        Ok(r) => r.status == 200,
+        Err(_) => false,
+    };
+    if !ok {
+        let msg = format!(
+            "SKIP {test}: no Docker daemon at {DAEMON} with image {BUSYBOX} (build the test images first)"
+        );
+        if std::env::var("BERTH_REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
+            panic!("{msg} and BERTH_REQUIRE_DOCKER=1");
+        }
+        eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
+    }
+    ok
+}
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A unique scope name for this test process.
+pub fn unique_scope(tag: &str) -> String {
+    format!(
+        "t{}-{}-{}",
+        std::process::id(),
+        tag,
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// One scoped endpoint under test.
+pub struct Scoped {
+    pub proxy: Option<ScopedProxy>,
+    pub sock: PathBuf,
+    pub scope: String,
+    pub owner: String,
+    pub dir: tempfile::TempDir,
+    /// The workspace on the host; the job sees it as [`JOB_WS`].
+    pub ws: PathBuf,
+}
+
+pub const JOB_WS: &str = "/job/ws";
+
+pub async fn start(tag: &str) -> Scoped {
+    start_with(tag, Policy::default()).await
+}
+
+pub async fn start_with(tag: &str, policy: Policy) -> Scoped {
+    let scope = unique_scope(tag);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ws = dir.path().join("ws");
+    std::fs::create_dir_all(&ws).expect("workspace");
+    let sock = dir.path().join("docker.sock");
+    let owner = format!("test{}", std::process::id());
+    let labels = BTreeMap::from([
+        (berth_engine::labels::OWNER.to_string(), owner.clone()),
+        (
+            berth_engine::labels::OWNER_HOST.to_string(),
+            "berth-proxy-tests".to_string(),
+        ),
+    ]);
+    let proxy = ScopedProxy::start(ProxyConfig {
+        listen: sock.clone(),
+        daemon_socket: DAEMON.into(),
+        scope: scope.clone(),
+        owner_labels: labels,
+        workspace: Some(Workspace::new(JOB_WS, &ws).expect("workspace")),
+        policy,
+    })
+    .await
+    .expect("proxy starts");
+    Scoped {
+        proxy: Some(proxy),
+        sock,
+        scope,
+        owner,
+        dir,
+        ws,
+    }
+}
+
+impl Scoped {
+    /// Closes the endpoint, reaps, and asserts nothing of the scope is left on the daemon.
+    pub async fn finish(mut self) {
+        if let Some(p) = self.proxy.take() {
+            let report = p.shutdown_and_reap().await;
+            assert!(report.is_clean(), "reap failed: {:?}", report.failed);
+        }
+        assert_scope_empty(&self.scope).await;
+    }
+
+    pub async fn send(&self, req: &[u8]) -> Resp {
+        raw(&self.sock, req).await.expect("proxy answers")
+    }
+
+    pub async fn send_all(&self, req: &[u8]) -> Vec<Resp> {
+        raw_all(&self.sock, req).await.expect("proxy answers")
+    }
+
+    /// Creates a container through the endpoint (it works: asserted) and returns its full id.
+    pub async fn create(&self, name: &str, cmd: &[&str]) -> String {
+        let body = serde_json::json!({"Image": BUSYBOX, "Cmd": cmd});
+        let r = self
+            .send(&post_json(&format!("/containers/create?name={name}"), &body.to_string()))
+            .await;
+        assert_eq!(r.status, 201, "create {name}: {}", r.body);
+        r.json()["Id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn run(&self, name: &str, cmd: &[&str]) -> String {
+        let id = self.create(name, cmd).await;
+        let r = self.send(&post(&format!("/containers/{id}/start"))).await;
+        assert_eq!(r.status, 204, "start {name}: {}", r.body);
+        id
+    }
+
+    /// The daemon-side name of a job name.
+    pub fn daemon_name(&self, name: &str) -> String {
+        format!("{}_{name}", self.scope)
+    }
+
+    /// Runs the real docker CLI (20.10) against this endpoint.
+    pub async fn docker(&self, args: &[&str]) -> std::process::Output {
+        docker_cli("/usr/bin/docker", &self.sock, args, None).await
+    }
+}
+
+impl Drop for Scoped {
+    /// A test that failed before `finish` still leaves nothing behind: remove the scope's
+    /// objects by label (and its job-local image tags) with blocking calls.
+    fn drop(&mut self) {
+        if self.proxy.is_some() {
+            cleanup_blocking(&self.scope);
+        }
+    }
+}
+
+/// Removes everything labelled with `scope`, and image tags prefixed `<scope>_`.
+pub fn cleanup_blocking(scope: &str) {
+    let f = enc(&format!("{{\"label\":[\"io.berth.scope={scope}\"]}}"));
+    let list = |path: &str| -> Value {
+        blocking(&get(path))
+            .map(|r| r.json())
+            .unwrap_or(Value::Null)
+    };
+    for c in list(&format!("/containers/json?all=1&filters={f}")).as_array().cloned().unwrap_or_default() {
+        let _ = blocking(&delete(&format!("/containers/{}?force=1&v=1", c["Id"].as_str().unwrap_or("-"))));
+    }
+    for n in list(&format!("/networks?filters={f}")).as_array().cloned().unwrap_or_default() {
+        let _ = blocking(&delete(&format!("/networks/{}", n["Id"].as_str().unwrap_or("-"))));
+    }
+    for v in list(&format!("/volumes?filters={f}"))["Volumes"].as_array().cloned().unwrap_or_default() {
+        let _ = blocking(&delete(&format!("/volumes/{}?force=1", v["Name"].as_str().unwrap_or("-"))));
+    }
+    for i in list("/images/json").as_array().cloned().unwrap_or_default() {
+        for t in i["RepoTags"].as_array().cloned().unwrap_or_default() {
+            if let Some(t) = t.as_str().filter(|t| t.starts_with(&format!("{scope}_"))) {
+                let _ = blocking(&delete(&format!("/images/{t}")));
+            }
+        }
+    }
+}
+
+fn blocking(req: &[u8]) -> std::io::Result<Resp> {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(DAEMON)?;
+    s.set_read_timeout(Some(Duration::from_secs(20)))?;
+    s.write_all(req)?;
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    parse_responses(&buf)
+        .into_iter()
+        .next()
+        .ok_or_else(|| std::io::Error::other("no response"))
+}
+
+pub async fn docker_cli(
+    bin: &str,
+    sock: &Path,
+    args: &[&str],
+    cwd: Option<&Path>,
+) -> std::process::Output {
+    let mut cmd = tokio::process::Command::new(bin);
+    cmd.args(args)
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .env("DOCKER_BUILDKIT", "0")
+        .env("COMPOSE_DOCKER_CLI_BUILD", "0")
+        .kill_on_drop(true);
+    if let Some(c) = cwd {
+        cmd.current_dir(c);
+    }
+    tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("docker CLI finished in time")
+        .expect("docker CLI runs")
+}
+
+/// Nothing labelled with the scope remains on the daemon.
+pub async fn assert_scope_empty(scope: &str) {
+    let f = format!("{{\"label\":[\"io.berth.scope={scope}\"]}}");
+    let left = daemon_list(&f).await;
+    assert!(left.is_empty(), "left on the daemon for scope {scope}: {left:?}");
+}
+
+/// Containers, networks and volumes matching a filters JSON, on the real daemon.
+pub async fn daemon_list(filters: &str) -> Vec<String> {
+    let f = enc(filters);
+    let mut out = Vec::new();
+    for (path, key, kind) in [
+        (format!("/containers/json?all=1&filters={f}"), "Id", "container"),
+        (format!("/networks?filters={f}"), "Id", "network"),
+    ] {
+        let r = daemon(&get(&path)).await;
+        for o in r.json().as_array().cloned().unwrap_or_default() {
+            out.push(format!("{kind} {}", o[key].as_str().unwrap_or("?")));
+        }
+    }
+    let r = daemon(&get(&format!("/volumes?filters={f}"))).await;
+    for o in r.json()["Volumes"].as_array().cloned().unwrap_or_default() {
+        out.push(format!("volume {}", o["Name"].as_str().unwrap_or("?")));
+    }
+    out
+}
+
+/// Whether a container of that exact name exists on the daemon.
+pub async fn daemon_has_container(name: &str) -> bool {
+    daemon(&get(&format!("/containers/{name}/json"))).await.status == 200
+}
+
+/// A request straight to the daemon.
+pub async fn daemon(req: &[u8]) -> Resp {
+    raw(Path::new(DAEMON), req).await.expect("daemon answers")
+}
+
+/// A container's state on the daemon (inspect JSON), by id or daemon name.
+pub async fn daemon_inspect(r: &str) -> Value {
+    daemon(&get(&format!("/containers/{r}/json"))).await.json()
+}
+
+/// Labels every test object carries (the proxy adds them; direct creates in tests add them too).
+pub fn all_owner_filter() -> String {
+    "{\"label\":[\"io.berth.owner-host=berth-proxy-tests\"]}".to_string()
+}
+
+pub fn enc(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+pub fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+pub fn post(path: &str) -> Vec<u8> {
+    format!("POST {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+        .into_bytes()
+}
+
+pub fn delete(path: &str) -> Vec<u8> {
+    format!("DELETE {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n").into_bytes()
+}
+
+pub fn post_json(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Same, but keeping the connection open (for keep-alive sequences).
+pub fn post_json_keepalive(path: &str, body: &str) -> Vec<u8> {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[derive(Debug, Clone)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: String,
+    pub body: String,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or(Value::Null)
+    }
+    pub fn message(&self) -> String {
+        self.json()["message"].as_str().unwrap_or_default().to_string()
+    }
+}
+
+pub async fn raw(sock: &Path, req: &[u8]) -> std::io::Result<Resp> {
+    let all = raw_all(sock, req).await?;
+    all.into_iter()
+        .next()
+        .ok_or_else(|| std::io::Error::other("no response"))
+}
+
+/// Sends bytes, reads until the peer closes (or 20 s), parses every response in order.
+pub async fn raw_all(sock: &Path, req: &[u8]) -> std::io::Result<Vec<Resp>> {
+    let mut s = tokio::net::UnixStream::connect(sock).await?;
+    // A proxy may answer and close before reading everything (oversized bodies): keep reading.
+    let _ = s.write_all(req).await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    Ok(parse_responses(&buf))
+}
+
+fn parse_responses(mut buf: &[u8]) -> Vec<Resp> {
+    let mut out = Vec::new();
+    while let Some(end) = find(buf, b"\r\n\r\n") {
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let rest = &buf[end + 4..];
+        let lower = head.to_ascii_lowercase();
+        let (body, used) = if lower.contains("transfer-encoding: chunked") {
+            dechunk(rest)
+        } else if let Some(cl) = lower
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+        {
+            let n = cl.min(rest.len());
+            (rest[..n].to_vec(), n)
+        } else if status == 204 || status == 304 || status == 101 {
+            (Vec::new(), 0)
+        } else {
+            (rest.to_vec(), rest.len())
+        };
+        out.push(Resp {
+            status,
+            headers: head,
+            body: String::from_utf8_lossy(&body).to_string(),
+        });
+        buf = &rest[used..];
+        if status == 101 {
+            break;
+        }
+    }
+    out
+}
+
+fn dechunk(mut b: &[u8]) -> (Vec<u8>, usize) {
+    let total = b.len();
+    let mut out = Vec::new();
+    while let Some(nl) = find(b, b"\r\n") {
+        let size = usize::from_str_radix(
+            String::from_utf8_lossy(&b[..nl]).split(';').next().unwrap_or("").trim(),
+            16,
+        )
+        .unwrap_or(0);
+        b = &b[nl + 2..];
+        if size == 0 {
+            b = b.get(2..).unwrap_or(&[]);
+            break;
+        }
+        let n = size.min(b.len());
+        out.extend_from_slice(&b[..n]);
+        b = b.get(n + 2..).unwrap_or(&[]);
+    }
+    (out, total - b.len())
+}
+
+fn find(h: &[u8], n: &[u8]) -> Option<usize> {
+    h.windows(n.len()).position(|w| w == n)
+}

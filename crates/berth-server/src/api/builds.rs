@@ -1,0 +1,367 @@
+//! Build handlers: submit (tar, git or no source), list, show, cancel, re-run, event streams.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::ApiError;
+use crate::auth::Caller;
+use crate::db::now_ms;
+use crate::events::Update;
+use crate::request::{BuildRequest, SourceSpec, parse_docker_mode, parse_event};
+use crate::{AppState, db, queue};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Submit {
+    /// The pipeline file's text.
+    pipeline: String,
+    /// Its name in messages; default `screwdriver.yaml`.
+    #[serde(default)]
+    file: Option<String>,
+    /// A tar of the source tree, base64.
+    #[serde(default)]
+    source_tar: Option<String>,
+    #[serde(default)]
+    git: Option<GitSource>,
+    #[serde(default)]
+    jobs: Vec<String>,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    tag: Option<String>,
+    #[serde(default)]
+    parameters: BTreeMap<String, String>,
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+    #[serde(default)]
+    docker_mode: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GitSource {
+    url: String,
+    #[serde(default, rename = "ref")]
+    git_ref: Option<String>,
+}
+
+fn unprocessable(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+}
+
+/// `POST /api/builds`: validates, stores and queues a build; answers 202 with its id.
+pub async fn submit(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Result<Json<Submit>, axum::extract::rejection::JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(s) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let file = s.file.clone().unwrap_or_else(|| "screwdriver.yaml".into());
+    let pipeline = match berth_pipeline::parse(&s.pipeline, &file) {
+        Ok(p) => p,
+        Err(diags) => {
+            let text = diags.to_string();
+            return Ok((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({
+                    "message": format!("the pipeline is invalid:\n{text}"),
+                    "errors": text.lines().filter(|l| l.contains(": error: ")).collect::<Vec<_>>(),
+                })),
+            )
+                .into_response());
+        }
+    };
+    let event = s.event.clone().unwrap_or_else(|| "commit".into());
+    if parse_event(&event).is_none() {
+        return Err(unprocessable(format!(
+            "unknown event `{event}`: use commit, pr, tag or release"
+        )));
+    }
+    if let Some(m) = &s.docker_mode
+        && parse_docker_mode(m).is_none()
+    {
+        return Err(unprocessable(format!(
+            "unknown docker_mode `{m}`: use none, socket, dind or scoped"
+        )));
+    }
+    let tar = match &s.source_tar {
+        Some(b64) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .map_err(|e| unprocessable(format!("source_tar is not base64: {e}")))?,
+        ),
+        None => None,
+    };
+    let source = match (&tar, &s.git) {
+        (Some(_), Some(_)) => return Err(unprocessable("give either source_tar or git, not both")),
+        (Some(t), None) => SourceSpec::Tar {
+            bytes: t.len() as u64,
+        },
+        (None, Some(g)) => {
+            if g.url.trim().is_empty() {
+                return Err(unprocessable("git.url is empty"));
+            }
+            SourceSpec::Git {
+                url: g.url.clone(),
+                git_ref: g.git_ref.clone().unwrap_or_else(|| "HEAD".into()),
+            }
+        }
+        (None, None) => SourceSpec::None,
+    };
+    let request = BuildRequest {
+        file,
+        source,
+        jobs: s.jobs.clone(),
+        event,
+        branch: s.branch.clone().unwrap_or_else(|| "main".into()),
+        tag: s.tag.clone(),
+        parameters: s.parameters.clone(),
+        secret_names: s.secrets.keys().cloned().collect(),
+        docker_mode: s.docker_mode.clone(),
+    };
+    berth_pipeline::Scheduler::new(&pipeline, &request.start())
+        .map_err(|e| unprocessable(e.to_string()))?;
+    let id = enqueue(
+        &state,
+        &s.pipeline,
+        &request,
+        &pipeline,
+        tar.as_deref().map(Upload::Bytes),
+        s.secrets,
+        &caller.0,
+        None,
+    )
+    .await?;
+    accepted(&state, id).await
+}
+
+enum Upload<'a> {
+    Bytes(&'a [u8]),
+    CopyOf(std::path::PathBuf),
+}
+
+/// Stores a build (`submitting` until its source is on disk), then queues it.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per kind of submission"
+)]
+async fn enqueue(
+    state: &AppState,
+    text: &str,
+    request: &BuildRequest,
+    pipeline: &berth_pipeline::Pipeline,
+    upload: Option<Upload<'_>>,
+    secrets: BTreeMap<String, String>,
+    caller: &str,
+    rerun_of: Option<i64>,
+) -> Result<i64, ApiError> {
+    let graph: Vec<_> = pipeline
+        .jobs
+        .values()
+        .map(|j| json!({"name": j.name, "image": j.image, "requires": requires(j)}))
+        .collect();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO builds (status, pipeline, request, graph, submitted_by, rerun_of, created_at) \
+         VALUES ('submitting', ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(text)
+    .bind(serde_json::to_string(request).unwrap_or_default())
+    .bind(serde_json::Value::from(graph).to_string())
+    .bind(caller)
+    .bind(rerun_of)
+    .bind(now_ms())
+    .fetch_one(&state.pool)
+    .await?;
+    let dir = state.build_dir(id);
+    std::fs::create_dir_all(&dir)?;
+    match upload {
+        Some(Upload::Bytes(b)) => tokio::fs::write(dir.join("source.tar"), b).await?,
+        Some(Upload::CopyOf(from)) => {
+            tokio::fs::copy(from, dir.join("source.tar")).await?;
+        }
+        None => {}
+    }
+    state.queue.set_secrets(id, secrets);
+    state
+        .log
+        .record(
+            id,
+            Update::Status {
+                status: "queued",
+                message: None,
+                owner: None,
+            },
+        )
+        .await?;
+    state.queue.wake();
+    Ok(id)
+}
+
+async fn accepted(state: &AppState, id: i64) -> Result<Response, ApiError> {
+    let build = db::get_build(&state.pool, id).await?;
+    let (status, position) = build
+        .map(|b| (b.status, b.position))
+        .unwrap_or(("queued".into(), None));
+    Ok((
+        StatusCode::ACCEPTED,
+        [(axum::http::header::LOCATION, format!("/api/builds/{id}"))],
+        Json(json!({"id": id, "status": status, "position": position})),
+    )
+        .into_response())
+}
+
+fn requires(job: &berth_pipeline::Job) -> Vec<String> {
+    use berth_pipeline::{Event, Requirement};
+    job.requires
+        .iter()
+        .map(|r| match r {
+            Requirement::Job { name, any } => format!("{}{name}", if *any { "~" } else { "" }),
+            Requirement::Trigger { event, .. } => match event {
+                Event::Commit => "~commit",
+                Event::Pr => "~pr",
+                Event::Tag => "~tag",
+                Event::Release => "~release",
+            }
+            .to_string(),
+            Requirement::Remote { pipeline, job, any } => {
+                format!("{}sd@{pipeline}:{job}", if *any { "~" } else { "" })
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+    offset: Option<i64>,
+}
+
+/// `GET /api/builds?status=&limit=&offset=`: newest first.
+pub async fn list(
+    State(state): State<AppState>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = q.limit.unwrap_or(50).clamp(1, 500);
+    let offset = q.offset.unwrap_or(0).max(0);
+    let status = q.status.as_deref().filter(|s| !s.is_empty());
+    let (builds, total) = db::list_builds(&state.pool, status, limit, offset).await?;
+    Ok(Json(
+        json!({"builds": builds, "total": total, "limit": limit, "offset": offset}),
+    ))
+}
+
+/// `GET /api/builds/{id}`: the build with its jobs and steps.
+pub async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Json<db::BuildRow>, ApiError> {
+    db::get_build(&state.pool, id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no build {id}")))
+}
+
+/// `POST /api/builds/{id}/cancel`.
+pub async fn cancel(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<Response, ApiError> {
+    if db::build_status(&state.pool, id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no build {id}")));
+    }
+    let (code, what) = match queue::cancel(&state, id).await? {
+        queue::Cancelled::Dequeued => (StatusCode::OK, "cancelled"),
+        queue::Cancelled::Stopping => (StatusCode::ACCEPTED, "cancelling"),
+        queue::Cancelled::AlreadyFinished => (StatusCode::CONFLICT, "already finished"),
+    };
+    let status = db::build_status(&state.pool, id).await?;
+    Ok((
+        code,
+        Json(json!({"id": id, "result": what, "status": status})),
+    )
+        .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rerun {
+    #[serde(default)]
+    secrets: BTreeMap<String, String>,
+}
+
+/// `POST /api/builds/{id}/rerun`: a new build with the same pipeline, source and options
+/// (secret values are not kept: pass them again in the body).
+pub async fn rerun(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Option<Json<Rerun>>,
+) -> Result<Response, ApiError> {
+    let (text, request) = db::build_input(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no build {id}")))?;
+    let mut request: BuildRequest = serde_json::from_value(request).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("stored request unreadable: {e}"),
+        )
+    })?;
+    let pipeline = berth_pipeline::parse(&text, &request.file)
+        .map_err(|d| unprocessable(format!("the pipeline is invalid:\n{d}")))?;
+    let secrets = body.map(|Json(b)| b.secrets).unwrap_or_default();
+    request.secret_names = secrets.keys().cloned().collect();
+    let upload = matches!(request.source, SourceSpec::Tar { .. })
+        .then(|| Upload::CopyOf(state.build_dir(id).join("source.tar")));
+    let new = enqueue(
+        &state,
+        &text,
+        &request,
+        &pipeline,
+        upload,
+        secrets,
+        &caller.0,
+        Some(id),
+    )
+    .await?;
+    accepted(&state, new).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Same as `Last-Event-ID`, for clients that cannot set headers.
+    after: Option<i64>,
+}
+
+/// `GET /api/builds/{id}/events`: SSE of one build.
+pub async fn build_events(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Result<Response, ApiError> {
+    if db::build_status(&state.pool, id).await?.is_none() {
+        return Err(ApiError::not_found(format!("no build {id}")));
+    }
+    let after = crate::sse::start_after(&headers, q.after);
+    Ok(crate::sse::stream(state.log.clone(), Some(id), after).into_response())
+}
+
+/// `GET /api/events`: SSE of every build.
+pub async fn all_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<EventsQuery>,
+) -> Response {
+    let after = crate::sse::start_after(&headers, q.after);
+    crate::sse::stream(state.log.clone(), None, after).into_response()
+}

@@ -1,0 +1,81 @@
+//! Server-Sent Events: per-build and global streams of the event log. A stream first replays
+//! what the database holds after `Last-Event-ID`, then follows live events. Memory per watcher
+//! is bounded: a small channel to the client, and a watcher that lags behind the bounded
+//! broadcast re-reads the database from its last id instead of the server buffering for it.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use tokio::sync::{broadcast, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::events::{EventLog, StoredEvent};
+
+const PAGE: i64 = 500;
+
+/// The id after which to start: `Last-Event-ID`, else `?after=`, else from the beginning.
+pub fn start_after(headers: &HeaderMap, after: Option<i64>) -> i64 {
+    headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .or(after)
+        .unwrap_or(0)
+}
+
+pub fn stream(
+    log: Arc<EventLog>,
+    build: Option<i64>,
+    after: i64,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
+    tokio::spawn(async move {
+        let _ = pump(&log, build, after, &tx).await;
+    });
+    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default())
+}
+
+fn to_sse(e: &StoredEvent) -> Result<Event, Infallible> {
+    Ok(Event::default().id(e.id.to_string()).data(&*e.data))
+}
+
+/// Feeds one watcher until it goes away. Errors end the stream (the client reconnects).
+async fn pump(
+    log: &EventLog,
+    build: Option<i64>,
+    mut last: i64,
+    tx: &mpsc::Sender<Result<Event, Infallible>>,
+) -> Result<(), ()> {
+    // Subscribe before reading the database, so nothing committed in between is missed.
+    let mut live = log.subscribe();
+    loop {
+        loop {
+            let page = log.since(build, last, PAGE).await.map_err(|_| ())?;
+            let n = page.len();
+            for e in page {
+                tx.send(to_sse(&e)).await.map_err(|_| ())?;
+                last = e.id;
+            }
+            if (n as i64) < PAGE {
+                break;
+            }
+        }
+        loop {
+            match live.recv().await {
+                Ok(e) => {
+                    if e.id <= last || build.is_some_and(|b| b != e.build_id) {
+                        continue;
+                    }
+                    tx.send(to_sse(&e)).await.map_err(|_| ())?;
+                    last = e.id;
+                }
+                // Fell behind the broadcast: catch up from the database, then go on live.
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+}

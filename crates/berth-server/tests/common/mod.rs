@@ -1,0 +1,320 @@
+//! Helpers for berth-server's tests against a real server and a real Docker daemon.
+//!
+//! The server runs as a child process so a test can `kill -9` it: the test binary re-executes
+//! itself with `BERTH_TEST_SERVER=<data dir>` and its `server_child` test then serves (see
+//! [`child_main`]). Docker tests call [`docker`]: without a daemon it prints a loud SKIP, or
+//! panics when `BERTH_REQUIRE_DOCKER=1` (CI).
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+pub const BUSYBOX: &str = "berth-test/busybox:latest";
+pub const DEBIAN: &str = "berth-test/debian:bookworm";
+
+/// Whether the Docker suite can run; see the module docs.
+pub fn docker() -> bool {
+    let ok = Command::new("docker")
+        .args(["image", "inspect", BUSYBOX, DEBIAN])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if ok {
+        return true;
+    }
+    let why = "no Docker daemon with the test images (run scripts/ensure-docker and scripts/build-test-images)";
+    if std::env::var("BERTH_REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
+        panic!("BERTH_REQUIRE_DOCKER=1 but {why}");
+    }
+    eprintln!("\n!!!!! SKIPPED: {why} !!!!!\n");
+    false
+}
+
+/// The body of the `server_child` test: serve when asked to, else do nothing.
+pub fn child_main() {
+    let Ok(data) = std::env::var("BERTH_TEST_SERVER") else {
+        return;
+    };
+    let max: usize = std::env::var("BERTH_TEST_MAX_BUILDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    berth_engine::install_crypto_provider();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let engine =
+            berth_engine::DockerEngine::connect(berth_engine::DaemonAddress::resolve(None))
+                .await
+                .expect("daemon");
+        let mut config =
+            berth_server::Config::new("127.0.0.1:0".parse().unwrap(), PathBuf::from(data));
+        config.max_builds = max;
+        config.git_image = DEBIAN.to_string();
+        config.default_docker_mode = berth_runner::DefaultDockerMode::None;
+        let started = berth_server::start(config, std::sync::Arc::new(engine))
+            .await
+            .expect("server starts");
+        if let Some(t) = &started.admin_token {
+            println!("TOKEN {t}");
+        }
+        println!("ADDR {}", started.addr);
+        started.wait().await.expect("serve");
+    });
+}
+
+/// A server child process.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub data: PathBuf,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    /// Starts a server on `data`; `token` is reused across restarts (made on the first start).
+    pub fn start(data: &Path, max_builds: usize, token: Option<&str>) -> Server {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["server_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env("BERTH_TEST_SERVER", data)
+            .env("BERTH_TEST_MAX_BUILDS", max_builds.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn server child");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut token = token.map(str::to_string);
+        let url = loop {
+            let line = lines
+                .next()
+                .expect("server child ended before listening")
+                .unwrap();
+            if let Some(t) = line.strip_prefix("TOKEN ") {
+                token = Some(t.to_string());
+            }
+            if let Some(a) = line.strip_prefix("ADDR ") {
+                break format!("http://{a}");
+            }
+        };
+        // Keep draining the child's stdout so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            url,
+            data: data.to_path_buf(),
+            token: token.expect("admin token printed on first start"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-9", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.token)
+    }
+
+    /// Submits a build; returns its id (asserting 202).
+    pub async fn submit(&self, body: Value) -> i64 {
+        let r = self.post("/api/builds").json(&body).send().await.unwrap();
+        let status = r.status();
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(status.as_u16(), 202, "submit answered {status}: {v}");
+        v["id"].as_i64().unwrap()
+    }
+
+    pub async fn build(&self, id: i64) -> Value {
+        self.get(&format!("/api/builds/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until the build's status satisfies `f`; returns the build.
+    pub async fn wait_build(&self, id: i64, limit: Duration, f: impl Fn(&str) -> bool) -> Value {
+        let start = Instant::now();
+        loop {
+            let b = self.build(id).await;
+            if f(b["status"].as_str().unwrap_or_default()) {
+                return b;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "build {id} did not reach the expected state: {b:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_final(&self, id: i64) -> Value {
+        self.wait_build(id, Duration::from_secs(120), |s| {
+            !matches!(s, "queued" | "running" | "submitting")
+        })
+        .await
+    }
+
+    pub async fn log(&self, id: i64, job: &str) -> String {
+        self.get(&format!("/api/builds/{id}/jobs/{job}/log"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Events of a build (or all) after `after`, until `stop` says so or `limit` passes.
+    pub async fn events(
+        &self,
+        path: &str,
+        after: Option<i64>,
+        limit: Duration,
+        mut stop: impl FnMut(&[(i64, Value)]) -> bool,
+    ) -> Vec<(i64, Value)> {
+        let mut req = self.get(path);
+        if let Some(a) = after {
+            req = req.header("Last-Event-ID", a.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let mut body = resp.bytes_stream();
+        let mut buf = String::new();
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + limit;
+        let (mut id, mut data) = (None, String::new());
+        while !stop(&out) {
+            let chunk = tokio::time::timeout_at(deadline, body.next())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for events; got {out:#?}"));
+            let Some(chunk) = chunk else { break };
+            buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+            while let Some(nl) = buf.find('\n') {
+                let line = buf[..nl].trim_end_matches('\r').to_string();
+                buf.drain(..=nl);
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim().parse().ok();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
+                } else if line.is_empty() && !data.is_empty() {
+                    out.push((id.take().unwrap(), serde_json::from_str(&data).unwrap()));
+                    data.clear();
+                    if stop(&out) {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// The io.berth.owner of a build, from its events.
+pub async fn owner_of(server: &Server, id: i64) -> String {
+    let events = server
+        .events(
+            &format!("/api/builds/{id}/events"),
+            None,
+            Duration::from_secs(60),
+            |e| e.iter().any(|(_, v)| v["event"] == "build_started"),
+        )
+        .await;
+    events
+        .iter()
+        .find(|(_, v)| v["event"] == "build_started")
+        .and_then(|(_, v)| v["owner"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+pub fn is_final_event(v: &Value) -> bool {
+    v["event"] == "build_status"
+        && !matches!(
+            v["status"].as_str(),
+            Some("queued" | "running" | "submitting")
+        )
+}
+
+/// Names of containers, networks and volumes carrying `label` (`key` or `key=value`).
+pub fn labelled(label: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (kind, args) in [
+        ("container", vec!["ps", "-a"]),
+        ("network", vec!["network", "ls"]),
+        ("volume", vec!["volume", "ls"]),
+    ] {
+        let fmt = if kind == "container" {
+            "{{.Names}}"
+        } else {
+            "{{.Name}}"
+        };
+        let o = Command::new("docker")
+            .args(&args)
+            .args(["--filter", &format!("label={label}"), "--format", fmt])
+            .output()
+            .expect("docker");
+        out.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .map(|l| format!("{kind} {l}")),
+        );
+    }
+    out
+}
+
+pub fn assert_owner_clean(owner: &str) {
+    let left = labelled(&format!("io.berth.owner={owner}"));
+    assert!(left.is_empty(), "objects of owner {owner} left: {left:?}");
+}
+
+/// A tar of the given (path, content) files.
+pub fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, content) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, path, content.as_bytes()).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+pub fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("berth-server-test-")
+        .tempdir()
+        .unwrap()
+}
