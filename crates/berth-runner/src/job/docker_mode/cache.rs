@@ -80,7 +80,10 @@ pub(crate) async fn lock(
 /// Creates the cache volume if it does not exist yet (creating an existing volume is a no-op).
 pub(crate) async fn ensure_volume(ctx: &Context, name: &str) -> Result<String, JobError> {
     let volume = volume_name(name);
+    // Owned by no berth process: `io.berth.owner=cache` lets it be found by label, and gc (which
+    // removes only objects of dead owners on this host) never takes it.
     let labels = Labels::from([
+        (berth_engine::labels::OWNER.to_string(), "cache".to_string()),
         (berth_engine::labels::ROLE.to_string(), "cache".to_string()),
         (CACHE_LABEL.to_string(), name.to_string()),
     ]);
