@@ -40,7 +40,7 @@ pub enum Command {
     /// Manage the build service's API tokens.
     Token(crate::commands::token::TokenArgs),
     /// Serve a scoped Docker socket: a Docker API endpoint limited to its own objects.
-    Proxy(ProxyArgs),
+    Proxy(Box<crate::commands::proxy::ProxyArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -137,22 +137,6 @@ pub struct GcArgs {
     /// Only list what would be removed.
     #[arg(long)]
     pub dry_run: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ProxyArgs {
-    /// Unix socket to create for clients (DOCKER_HOST=unix://PATH).
-    #[arg(long, value_name = "PATH")]
-    pub listen: PathBuf,
-    /// Scope name: a-z, 0-9 and `-`; prefixes the names of everything created.
-    #[arg(long, value_name = "NAME")]
-    pub scope: String,
-    /// Directory clients may bind-mount, as they see it and where it really is.
-    #[arg(long, value_name = "JOB_PATH=HOST_PATH")]
-    pub workspace: Option<String>,
-    /// JSON policy file (capability allowlist, log drivers, resource limits).
-    #[arg(long, value_name = "FILE")]
-    pub policy: Option<PathBuf>,
 }
 
 /// `90` (minutes), `30s`, `5m`, `2h`.

@@ -35,6 +35,8 @@ fn spawn_until_step_runs(p: &Project) -> (Child, String) {
             return (child, owner);
         }
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("berth ended before the step ran");
 }
 

@@ -85,6 +85,13 @@ impl Engine for DockerEngine {
         self.do_get_archive(id, path)
     }
 
+    fn events(
+        &self,
+        label: &str,
+    ) -> futures_util::stream::BoxStream<'static, Result<crate::DaemonEvent, EngineError>> {
+        self.do_events(label)
+    }
+
     async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecHandle, EngineError> {
         self.do_exec(container, spec).await
     }

@@ -9,6 +9,7 @@ mod connect;
 mod containers;
 mod docker_impl;
 mod error;
+mod events;
 mod exec;
 mod images;
 pub mod labels;
@@ -20,6 +21,7 @@ mod volumes;
 
 pub use connect::{DaemonAddress, DockerEngine, install_crypto_provider};
 pub use error::EngineError;
+pub use events::DaemonEvent;
 pub use owner::Owner;
 pub use reap::{ReapReport, reap, reap_dead_owners, remove_all};
 pub use types::*;
@@ -88,4 +90,11 @@ pub trait Engine: Send + Sync {
         key: &str,
         value: Option<&str>,
     ) -> Result<Vec<LabelledObject>, EngineError>;
+
+    /// Daemon events of objects carrying `label` (`key=value`), from now on. Engines without
+    /// an event stream (test fakes) yield nothing.
+    fn events(&self, label: &str) -> BoxStream<'static, Result<DaemonEvent, EngineError>> {
+        let _ = label;
+        Box::pin(futures_util::stream::empty())
+    }
 }

@@ -302,6 +302,7 @@ pub static HOST_CONFIG: Schema = Schema {
         ("MaskedPaths", Any),
         ("ReadonlyPaths", Any),
         ("Init", Any),
+        ("Annotations", Any),
     ],
 };
 
@@ -331,7 +332,13 @@ pub static MOUNT: Schema = Schema {
 
 pub static BIND_OPTIONS: Schema = Schema {
     name: "BindOptions",
-    fields: &[("Propagation", Any), ("NonRecursive", Any)],
+    fields: &[
+        ("Propagation", Any),
+        ("NonRecursive", Any),
+        ("CreateMountpoint", Any),
+        ("ReadOnlyNonRecursive", Any),
+        ("ReadOnlyForceRecursive", Any),
+    ],
 };
 
 pub static VOLUME_OPTIONS: Schema = Schema {
@@ -340,6 +347,7 @@ pub static VOLUME_OPTIONS: Schema = Schema {
         ("NoCopy", Any),
         ("Labels", Any),
         ("DriverConfig", Obj(&DRIVER_CONFIG)),
+        ("Subpath", Any),
     ],
 };
 
@@ -350,7 +358,7 @@ pub static DRIVER_CONFIG: Schema = Schema {
 
 pub static TMPFS_OPTIONS: Schema = Schema {
     name: "TmpfsOptions",
-    fields: &[("SizeBytes", Any), ("Mode", Any)],
+    fields: &[("SizeBytes", Any), ("Mode", Any), ("Options", Any)],
 };
 
 pub static NETWORKING_CONFIG: Schema = Schema {
@@ -374,6 +382,10 @@ pub static ENDPOINT: Schema = Schema {
         ("GlobalIPv6PrefixLen", Any),
         ("MacAddress", Any),
         ("DriverOpts", Any),
+        // Newer API versions (sent by newer clients even when downgraded); harmless on older
+        // engines, which ignore them.
+        ("DNSNames", Any),
+        ("GwPriority", Any),
     ],
 };
 

@@ -72,10 +72,10 @@ pub async fn events(
             buf.extend_from_slice(&data);
             while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
                 let line = buf.split_to(nl + 1);
-                if let Some(out) = filter_event(&st.scope, &line) {
-                    if tx.send(out).await.is_err() {
-                        return;
-                    }
+                if let Some(out) = filter_event(&st.scope, &line)
+                    && tx.send(out).await.is_err()
+                {
+                    return;
                 }
             }
             if buf.len() > MAX_LINE {
@@ -112,14 +112,38 @@ pub fn filter_event(scope: &Scope, line: &[u8]) -> Option<Bytes> {
     }
     if let Some(Value::Object(attrs)) = v.get_mut("Actor").and_then(|a| a.get_mut("Attributes")) {
         // A network event names the container it concerns: only owned ones may show.
-        if let Some(c) = attrs.get("container").and_then(Value::as_str) {
-            if !scope.owns_container(c) {
-                return None;
-            }
+        if let Some(c) = attrs.get("container").and_then(Value::as_str)
+            && !scope.owns_container(c)
+        {
+            return None;
         }
     }
     strip_names(scope, &mut v);
     let mut s = v.to_string();
     s.push('\n');
     Some(Bytes::from(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_owned_events_pass_with_names_stripped() {
+        let scope = Scope::new("j1", Default::default()).expect("scope");
+        scope.add_container("aaa");
+        scope.add_network("nnn");
+        let own = br#"{"Type":"container","Action":"start","Actor":{"ID":"aaa","Attributes":{"name":"j1_db"}}}"#;
+        let out = filter_event(&scope, own).expect("own event passes");
+        assert!(String::from_utf8_lossy(&out).contains(r#""name":"db""#));
+        for foreign in [
+            &br#"{"Type":"container","Action":"start","Actor":{"ID":"bbb","Attributes":{"name":"j2_db"}}}"#[..],
+            br#"{"Type":"network","Action":"connect","Actor":{"ID":"nnn","Attributes":{"container":"bbb"}}}"#,
+            br#"{"Type":"image","Action":"tag","Actor":{"ID":"sha256:x","Attributes":{}}}"#,
+            br#"{"Type":"container","Actor":{}}"#,
+            b"not json",
+        ] {
+            assert!(filter_event(&scope, foreign).is_none());
+        }
+    }
 }

@@ -31,3 +31,40 @@ pub use policy::{Policy, PolicyFileError, rules};
 pub use reap::ReapReport;
 pub use rewrite::{Workspace, WorkspaceError};
 pub use scope::{SCOPE_LABEL, ScopeNameError, validate_scope};
+
+#[cfg(test)]
+mod never_panics {
+    //! The parsers see attacker-controlled bytes: they must answer, never panic.
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn paths_and_queries(s in "\\PC{0,64}", b in proptest::collection::vec(any::<u8>(), 0..64)) {
+            let _ = crate::parse::parse_path(&s);
+            let _ = crate::parse::parse_path(&format!("/{s}"));
+            let _ = crate::parse::Query::parse(Some(&s));
+            let _ = crate::parse::percent_decode(&String::from_utf8_lossy(&b), true);
+        }
+
+        #[test]
+        fn bodies(b in proptest::collection::vec(any::<u8>(), 0..256), s in "[{}\\[\\]\":,a-zA-Z0-9ſK ]{0,128}") {
+            for input in [b.as_slice(), s.as_bytes()] {
+                if let Ok(v) = crate::body::parse_strict(input)
+                    && let Ok(mut m) = crate::body::normalize(v, &crate::body::CREATE)
+                    && let Some(serde_json::Value::Object(mut hc)) = m.remove("HostConfig")
+                {
+                    let _ = crate::policy::check_host_config(&crate::policy::Policy::default(), &mut hc);
+                }
+            }
+        }
+
+        #[test]
+        fn tags_and_names(s in "\\PC{0,40}") {
+            let scope = crate::scope::Scope::new("p", Default::default()).expect("scope");
+            let _ = scope.local_tag(&s);
+            let _ = scope.job_name(&s);
+            let _ = crate::scope::normalize_tag(&s);
+            let _ = crate::scope::valid_object_name(&s);
+        }
+    }
+}

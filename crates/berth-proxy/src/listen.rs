@@ -151,6 +151,13 @@ impl ScopedProxy {
         self.state.scope.name()
     }
 
+    /// Creates (on first use) the scope's own bridge network and returns its daemon name. The
+    /// runner attaches the job's container to it so the job reaches the containers it starts by
+    /// their job-visible names.
+    pub async fn scope_network(&self) -> Result<String, String> {
+        self.state.scope_network().await.map_err(|e| e.to_string())
+    }
+
     /// Closes the endpoint (no new connections, open streams ended), waits briefly for
     /// in-flight requests, then removes everything the scope created.
     pub async fn shutdown_and_reap(self) -> ReapReport {
@@ -165,9 +172,9 @@ impl ScopedProxy {
 
 fn remove_stale_socket(path: &Path) {
     use std::os::unix::fs::FileTypeExt;
-    if let Ok(m) = std::fs::symlink_metadata(path) {
-        if m.file_type().is_socket() {
-            let _ = std::fs::remove_file(path);
-        }
+    if let Ok(m) = std::fs::symlink_metadata(path)
+        && m.file_type().is_socket()
+    {
+        let _ = std::fs::remove_file(path);
     }
 }

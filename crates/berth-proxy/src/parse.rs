@@ -67,13 +67,13 @@ pub fn parse_path(raw: &str) -> Result<Target, Refusal> {
         ));
     }
     let mut version = None;
-    if let Some(first) = segments.first() {
-        if let Some(v) = first.strip_prefix('v') {
-            if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-                version = Some(parse_version(v)?);
-                segments.remove(0);
-            }
-        }
+    if let Some(first) = segments.first()
+        && let Some(v) = first.strip_prefix('v')
+        && !v.is_empty()
+        && v.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+    {
+        version = Some(parse_version(v)?);
+        segments.remove(0);
     }
     if segments.is_empty() {
         return Err(Refusal::bad("the request path names no endpoint"));

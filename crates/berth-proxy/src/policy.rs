@@ -63,6 +63,9 @@ pub struct Policy {
     pub max_nano_cpus: i64,
     /// Largest JSON request body accepted.
     pub max_body_bytes: usize,
+    /// Publish every requested port on a free loopback port instead of the one asked for, so
+    /// concurrent jobs never collide (`docker port` and inspect show the real one).
+    pub remap_published_ports: bool,
 }
 
 impl Default for Policy {
@@ -77,6 +80,7 @@ impl Default for Policy {
             default_nano_cpus: 0,
             max_nano_cpus: 0,
             max_body_bytes: 1 << 20,
+            remap_published_ports: true,
         }
     }
 }
@@ -192,12 +196,11 @@ pub fn namespace_mode(
     if allowed.contains(&v) {
         return Ok(None);
     }
-    if container_ok {
-        if let Some(r) = v.strip_prefix("container:") {
-            if !r.is_empty() {
-                return Ok(Some(r.to_string()));
-            }
-        }
+    if container_ok
+        && let Some(r) = v.strip_prefix("container:")
+        && !r.is_empty()
+    {
+        return Ok(Some(r.to_string()));
     }
     Err(Refusal::rule(
         NAMESPACES,
@@ -256,6 +259,8 @@ pub fn check_host_config(policy: &Policy, hc: &mut Map<String, Value>) -> Result
     must_be_empty(hc, "Sysctls", SYSCTLS)?;
     must_be_empty(hc, "CgroupParent", CGROUP_PARENT)?;
     must_be_empty(hc, "StorageOpt", STORAGE_OPT)?;
+    // OCI annotations reach the runtime; none are needed by a job.
+    must_be_empty(hc, "Annotations", RUNTIME)?;
     must_be_empty(hc, "CpuRealtimePeriod", RESOURCES)?;
     must_be_empty(hc, "CpuRealtimeRuntime", RESOURCES)?;
     must_be_false(hc, "OomKillDisable", RESOURCES)?;
@@ -299,7 +304,48 @@ pub fn check_host_config(policy: &Policy, hc: &mut Map<String, Value>) -> Result
     } else if !unset(hc.get("LogConfig")) {
         return Err(Refusal::rule(FIELD, "LogConfig must be an object"));
     }
+    if int_field(hc, "OomScoreAdj")? < 0 {
+        return Err(Refusal::rule(
+            RESOURCES,
+            "a negative OomScoreAdj would shield the container from the host's OOM killer",
+        ));
+    }
+    if policy.remap_published_ports {
+        remap_ports(hc)?;
+    }
     apply_limits(policy, hc)
+}
+
+/// `-p 8080:80` → `-p 127.0.0.1::80`: the daemon picks a free loopback port.
+fn remap_ports(hc: &mut Map<String, Value>) -> Result<(), Refusal> {
+    let Some(bindings) = hc.get_mut("PortBindings") else {
+        return Ok(());
+    };
+    let Value::Object(ports) = bindings else {
+        return if bindings.is_null() {
+            Ok(())
+        } else {
+            Err(Refusal::rule(FIELD, "PortBindings must be an object"))
+        };
+    };
+    for list in ports.values_mut() {
+        let Value::Array(list) = list else {
+            continue;
+        };
+        for b in list.iter_mut() {
+            let Value::Object(b) = b else {
+                return Err(Refusal::rule(FIELD, "port bindings must be objects"));
+            };
+            let ip = if string_field(b, "HostIp")? == "::1" {
+                "::1"
+            } else {
+                "127.0.0.1"
+            };
+            b.insert("HostIp".into(), Value::String(ip.into()));
+            b.insert("HostPort".into(), Value::String(String::new()));
+        }
+    }
+    Ok(())
 }
 
 fn apply_limits(policy: &Policy, hc: &mut Map<String, Value>) -> Result<(), Refusal> {

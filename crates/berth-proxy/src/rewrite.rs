@@ -121,6 +121,47 @@ impl Workspace {
     }
 }
 
+impl Workspace {
+    /// A host path inside the workspace → the path the job knows it by.
+    pub fn to_job_view(&self, host: &str) -> Option<String> {
+        let rel = Path::new(host).strip_prefix(&self.host_path).ok()?;
+        let p = if rel.as_os_str().is_empty() {
+            self.job_path.clone()
+        } else {
+            self.job_path.join(rel)
+        };
+        p.to_str().map(str::to_string)
+    }
+}
+
+/// In a container inspect answer, shows bind sources as the job sees them.
+pub fn binds_to_job_view(ws: &Workspace, v: &mut Value) {
+    if let Some(Value::Array(binds)) = v.pointer_mut("/HostConfig/Binds") {
+        for b in binds.iter_mut() {
+            if let Value::String(s) = b
+                && let Some((src, rest)) = s.split_once(':')
+                && let Some(job) = ws.to_job_view(src)
+            {
+                *s = format!("{job}:{rest}");
+            }
+        }
+    }
+    for pointer in ["/Mounts", "/HostConfig/Mounts"] {
+        if let Some(Value::Array(mounts)) = v.pointer_mut(pointer) {
+            for m in mounts.iter_mut() {
+                if m.get("Type").and_then(Value::as_str) != Some("bind") {
+                    continue;
+                }
+                if let Some(Value::String(src)) = m.get_mut("Source")
+                    && let Some(job) = ws.to_job_view(src)
+                {
+                    *src = job;
+                }
+            }
+        }
+    }
+}
+
 /// Absolute, no `.`/`..` components.
 fn plain(p: &Path) -> bool {
     p.components()

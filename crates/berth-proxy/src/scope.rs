@@ -155,10 +155,10 @@ impl Scope {
         if n.contains('@') {
             return None;
         }
-        if let Some((first, _)) = n.split_once('/') {
-            if first.contains('.') || first.contains(':') || first == "localhost" {
-                return None;
-            }
+        if let Some((first, _)) = n.split_once('/')
+            && (first.contains('.') || first.contains(':') || first == "localhost")
+        {
+            return None;
         }
         Some(format!("{}_{n}", self.name))
     }
@@ -307,7 +307,10 @@ mod tests {
         assert_eq!(normalize_tag("docker.io/library/busybox:1"), "busybox:1");
         assert_eq!(normalize_tag("localhost:5000/x"), "localhost:5000/x:latest");
         let s = Scope::new("j1", BTreeMap::new()).unwrap();
-        assert_eq!(s.local_tag("postgres:16").as_deref(), Some("j1_postgres:16"));
+        assert_eq!(
+            s.local_tag("postgres:16").as_deref(),
+            Some("j1_postgres:16")
+        );
         assert_eq!(s.local_tag("a/b").as_deref(), Some("j1_a/b:latest"));
         assert_eq!(s.local_tag("localhost:5000/x"), None);
         assert_eq!(s.image_ref("a/b"), "a/b");

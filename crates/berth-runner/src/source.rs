@@ -105,7 +105,10 @@ pub(crate) fn list_source_files(dir: &Path, exclude: &[PathBuf]) -> io::Result<V
             .collect();
         files.sort();
         files.dedup();
-        return Ok(files);
+        // A directory git ignores (or an empty checkout) lists nothing: copy what is there.
+        if !files.is_empty() {
+            return Ok(files);
+        }
     }
     let mut files = Vec::new();
     walk(dir, Path::new(""), exclude, &mut files)?;

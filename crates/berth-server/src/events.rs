@@ -29,6 +29,8 @@ pub struct StoredEvent {
 pub enum Update<'a> {
     /// A runner event: job and step rows follow it.
     Run(&'a RunEvent),
+    /// A daemon event of one of the build's own objects (no state of ours changes).
+    Docker(&'a berth_engine::DaemonEvent),
     /// The build's own status (and, when it starts, the owner of what it creates).
     Status {
         status: &'a str,
@@ -78,6 +80,13 @@ impl EventLog {
             data: data.into(),
         }));
         Ok(id)
+    }
+
+    /// The newest event's id (0 when there is none).
+    pub async fn latest_id(&self) -> Result<i64, sqlx::Error> {
+        sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await
     }
 
     /// Up to `limit` committed events after `after`, of one build or all.
@@ -136,6 +145,17 @@ fn event_json(build_id: i64, update: &Update<'_>) -> Value {
             }
             v
         }
+        Update::Docker(e) => json!({
+            "event": "docker",
+            "build": build_id,
+            "kind": e.kind,
+            "action": e.action,
+            "id": e.id.get(..12).unwrap_or(&e.id),
+            "name": e.name,
+            "exit_code": e.exit_code,
+            "job": e.labels.get("io.berth.job"),
+            "role": e.labels.get("io.berth.role"),
+        }),
         Update::Status {
             status, message, ..
         } => {
@@ -213,7 +233,7 @@ async fn apply(
             .execute(&mut *conn)
             .await?;
         }
-        Update::Run(_) => {}
+        Update::Run(_) | Update::Docker(_) => {}
     }
     Ok(())
 }

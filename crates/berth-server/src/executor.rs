@@ -44,8 +44,13 @@ pub fn final_status(summary: &BuildSummary) -> &'static str {
 }
 
 pub async fn run_build(state: AppState, id: i64, owner: Owner, cancel: CancellationToken) {
+    let watcher = watch_daemon(&state, id, &owner);
     let result = execute(&state, id, &owner, &cancel).await;
     let (status, message) = match &result {
+        _ if cancel.is_cancelled() && state.queue.is_stopping() => (
+            "interrupted",
+            Some("the server was stopped while this build ran".to_string()),
+        ),
         Ok(summary) => (final_status(summary), None),
         Err(_) if cancel.is_cancelled() => ("cancelled", None),
         Err(e) => ("error", Some(e.to_string())),
@@ -61,6 +66,9 @@ pub async fn run_build(state: AppState, id: i64, owner: Owner, cancel: Cancellat
         Err(e) => tracing::warn!("build {id}: failed to reap its objects: {e}"),
         Ok(_) => {}
     }
+    // Let the daemon's last events (die, destroy) arrive, then stop watching.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    watcher.abort();
     if let Err(e) = state
         .log
         .record(
@@ -77,6 +85,30 @@ pub async fn run_build(state: AppState, id: i64, owner: Owner, cancel: Cancellat
     }
     drop(owner);
     state.queue.finished(id);
+}
+
+/// Records the daemon's events for everything labelled with the build's owner.
+fn watch_daemon(state: &AppState, id: i64, owner: &Owner) -> tokio::task::JoinHandle<()> {
+    use futures_util::StreamExt;
+    let mut events = state
+        .engine
+        .events(&format!("{}={}", labels::OWNER, owner.id()));
+    let log = state.log.clone();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(e) => {
+                    if let Err(err) = log.record(id, Update::Docker(&e)).await {
+                        tracing::error!("build {id}: failed to record a daemon event: {err}");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!("build {id}: daemon event stream ended: {e}");
+                    return;
+                }
+            }
+        }
+    })
 }
 
 async fn execute(

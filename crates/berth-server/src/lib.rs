@@ -87,6 +87,7 @@ pub struct Started {
     pub admin_token: Option<String>,
     pub recovered: recovery::Recovered,
     serve: tokio::task::JoinHandle<std::io::Result<()>>,
+    queue: Arc<queue::Queue>,
 }
 
 pub use recovery::Recovered;
@@ -94,9 +95,25 @@ pub use recovery::Recovered;
 impl Started {
     /// Serves until the listener fails.
     pub async fn wait(self) -> Result<(), ServerError> {
-        match self.serve.await {
-            Ok(r) => Ok(r?),
-            Err(e) => Err(ServerError::Io(std::io::Error::other(e))),
+        self.run_until(std::future::pending()).await
+    }
+
+    /// Serves until `stop` completes; then stops the running builds (they end `interrupted`,
+    /// with everything they created removed) and returns. Queued builds wait for the next start.
+    pub async fn run_until(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        tokio::select! {
+            r = &mut self.serve => match r {
+                Ok(r) => Ok(r?),
+                Err(e) => Err(ServerError::Io(std::io::Error::other(e))),
+            },
+            () = stop => {
+                self.queue.stop().await;
+                self.serve.abort();
+                Ok(())
+            }
         }
     }
 }
@@ -123,6 +140,7 @@ pub async fn start(config: Config, engine: Arc<dyn Engine>) -> Result<Started, S
             source,
         })?;
     let addr = listener.local_addr()?;
+    let queue = state.queue.clone();
     let app = api::router(state);
     let serve = tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(Started {
@@ -130,5 +148,6 @@ pub async fn start(config: Config, engine: Arc<dyn Engine>) -> Result<Started, S
         admin_token,
         recovered,
         serve,
+        queue,
     })
 }

@@ -29,33 +29,32 @@ pub async fn render(state: &AppState) -> Result<String, sqlx::Error> {
     let _ = writeln!(out, "# TYPE berth_builds_running gauge");
     let _ = writeln!(out, "berth_builds_running {}", state.queue.running());
 
-    let durations: Vec<i64> =
-        sqlx::query_scalar("SELECT duration_ms FROM jobs WHERE duration_ms IS NOT NULL")
-            .fetch_all(&state.pool)
-            .await?;
     let _ = writeln!(
         out,
         "# HELP berth_job_duration_seconds How long finished jobs took."
     );
     let _ = writeln!(out, "# TYPE berth_job_duration_seconds histogram");
     for le in BUCKETS_S {
-        let n = durations
-            .iter()
-            .filter(|d| (**d as f64) / 1000.0 <= le)
-            .count();
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE duration_ms <= ?")
+            .bind((le * 1000.0) as i64)
+            .fetch_one(&state.pool)
+            .await?;
         let _ = writeln!(out, "berth_job_duration_seconds_bucket{{le=\"{le}\"}} {n}");
     }
+    let (count, sum): (i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*), COALESCE(SUM(duration_ms), 0) FROM jobs WHERE duration_ms IS NOT NULL",
+    )
+    .fetch_one(&state.pool)
+    .await?;
     let _ = writeln!(
         out,
-        "berth_job_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-        durations.len()
+        "berth_job_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
     );
-    let sum: i64 = durations.iter().sum();
     let _ = writeln!(
         out,
         "berth_job_duration_seconds_sum {}",
         sum as f64 / 1000.0
     );
-    let _ = writeln!(out, "berth_job_duration_seconds_count {}", durations.len());
+    let _ = writeln!(out, "berth_job_duration_seconds_count {count}");
     Ok(out)
 }

@@ -17,6 +17,7 @@ pub struct Queue {
     /// Held while a build changes from queued to running or cancelled, so the two never race.
     gate: Mutex<()>,
     running: std::sync::Mutex<HashMap<i64, CancellationToken>>,
+    stopping: std::sync::atomic::AtomicBool,
     secrets: std::sync::Mutex<HashMap<i64, BTreeMap<String, String>>>,
 }
 
@@ -27,6 +28,7 @@ impl Queue {
             wake: Notify::new(),
             gate: Mutex::new(()),
             running: Default::default(),
+            stopping: Default::default(),
             secrets: Default::default(),
         }
     }
@@ -48,6 +50,25 @@ impl Queue {
 
     pub fn running(&self) -> usize {
         lock(&self.running).len()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Starts no more builds and stops the running ones (they end `interrupted`, cleaned up);
+    /// returns once they have all ended. Queued builds stay queued for the next start.
+    pub async fn stop(&self) {
+        let _gate = self.gate.lock().await;
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for token in lock(&self.running).values() {
+            token.cancel();
+        }
+        drop(_gate);
+        while self.running() > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     pub(crate) fn finished(&self, build: i64) {
@@ -115,7 +136,7 @@ pub fn spawn_dispatcher(state: AppState) {
 async fn start_ready(state: &AppState) -> Result<(), sqlx::Error> {
     loop {
         let _gate = state.queue.gate.lock().await;
-        if state.queue.running() >= state.queue.max {
+        if state.queue.is_stopping() || state.queue.running() >= state.queue.max {
             return Ok(());
         }
         let Some(id): Option<i64> =

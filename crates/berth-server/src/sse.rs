@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -31,11 +31,11 @@ pub fn stream(
     build: Option<i64>,
     after: i64,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
+    let (tx, rx) = mpsc::channel::<StoredEvent>(64);
     tokio::spawn(async move {
         let _ = pump(&log, build, after, &tx).await;
     });
-    Sse::new(ReceiverStream::new(rx)).keep_alive(KeepAlive::default())
+    Sse::new(ReceiverStream::new(rx).map(|e| to_sse(&e))).keep_alive(KeepAlive::default())
 }
 
 fn to_sse(e: &StoredEvent) -> Result<Event, Infallible> {
@@ -47,7 +47,7 @@ async fn pump(
     log: &EventLog,
     build: Option<i64>,
     mut last: i64,
-    tx: &mpsc::Sender<Result<Event, Infallible>>,
+    tx: &mpsc::Sender<StoredEvent>,
 ) -> Result<(), ()> {
     // Subscribe before reading the database, so nothing committed in between is missed.
     let mut live = log.subscribe();
@@ -56,8 +56,8 @@ async fn pump(
             let page = log.since(build, last, PAGE).await.map_err(|_| ())?;
             let n = page.len();
             for e in page {
-                tx.send(to_sse(&e)).await.map_err(|_| ())?;
                 last = e.id;
+                tx.send(e).await.map_err(|_| ())?;
             }
             if (n as i64) < PAGE {
                 break;
@@ -69,13 +69,54 @@ async fn pump(
                     if e.id <= last || build.is_some_and(|b| b != e.build_id) {
                         continue;
                     }
-                    tx.send(to_sse(&e)).await.map_err(|_| ())?;
                     last = e.id;
+                    tx.send(StoredEvent::clone(&e)).await.map_err(|_| ())?;
                 }
                 // Fell behind the broadcast: catch up from the database, then go on live.
                 Err(broadcast::error::RecvError::Lagged(_)) => break,
                 Err(broadcast::error::RecvError::Closed) => return Ok(()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::Update;
+
+    /// A watcher that stops reading while thousands of events are committed (more than the
+    /// broadcast keeps) gets every one of them, in order, once it reads again.
+    #[tokio::test]
+    async fn a_stalled_watcher_catches_up_from_the_database() {
+        let dir = std::env::temp_dir().join(format!("berth-sse-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let pool = crate::db::open(&dir).await.unwrap();
+        sqlx::query(
+            "INSERT INTO builds (id, status, pipeline, request, graph, submitted_by, created_at) \
+             VALUES (1, 'running', '', '{}', '[]', 't', 0)",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let log = Arc::new(EventLog::new(pool));
+        let (tx, mut rx) = mpsc::channel(4);
+        let watcher = log.clone();
+        tokio::spawn(async move { pump(&watcher, Some(1), 0, &tx).await });
+        let total = 3000;
+        for _ in 0..total {
+            let update = Update::Status {
+                status: "running",
+                message: None,
+                owner: None,
+            };
+            log.record(1, update).await.unwrap();
+        }
+        let mut ids = Vec::new();
+        while ids.len() < total {
+            ids.push(rx.recv().await.unwrap().id);
+        }
+        assert_eq!(ids, (1..=total as i64).collect::<Vec<_>>());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

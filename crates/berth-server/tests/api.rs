@@ -281,6 +281,18 @@ async fn sse_reconnect_with_last_event_id_misses_nothing() {
         output.contains("line 1\n") && output.contains("line 20\n"),
         "{output}"
     );
+    // The daemon's events of the build's own containers are in the stream too.
+    let docker: Vec<_> = all
+        .iter()
+        .filter(|(_, v)| v["event"] == "docker" && v["kind"] == "container")
+        .map(|(_, v)| v["action"].as_str().unwrap().to_string())
+        .collect();
+    for action in ["create", "start", "die"] {
+        assert!(
+            docker.iter().any(|a| a == action),
+            "no container {action} event: {docker:?}"
+        );
+    }
     for kind in ["build_started", "build_finished"] {
         assert!(all.iter().any(|(_, v)| v["event"] == kind), "no {kind}");
     }
@@ -567,4 +579,97 @@ async fn rerun_runs_the_same_source_again() {
     assert_eq!(b["status"], "success");
     assert_eq!(b["rerun_of"], id);
     assert!(server.log(again, "main").await.contains("same source"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_submissions_and_watchers() {
+    if !docker() {
+        return;
+    }
+    let dir = tempdir();
+    let server = std::sync::Arc::new(Server::start(&dir.path().join("data"), 4, None));
+    let yaml = pipeline("      - hi: echo hi $SD_BUILD_ID\n");
+    // A global watcher that never reads: it must not hold the server back.
+    let stalled = server.get("/api/events").send().await.unwrap();
+    let submissions = (0..24).map(|_| {
+        let server = server.clone();
+        let yaml = yaml.clone();
+        tokio::spawn(async move { server.submit(json!({"pipeline": yaml})).await })
+    });
+    let mut ids = Vec::new();
+    for s in submissions {
+        ids.push(s.await.unwrap());
+    }
+    let watchers: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let server = server.clone();
+            let id = *id;
+            tokio::spawn(async move {
+                server
+                    .events(
+                        &format!("/api/builds/{id}/events"),
+                        None,
+                        Duration::from_secs(180),
+                        |e| e.iter().any(|(_, v)| is_final_event(v)),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for (id, w) in ids.iter().zip(watchers) {
+        let events = w.await.unwrap();
+        assert_eq!(events.last().unwrap().1["status"], "success", "build {id}");
+    }
+    drop(stalled);
+    let all: Value = server
+        .get("/api/builds?status=success&limit=100")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["total"], 24);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_interrupts_running_builds_cleanly_and_keeps_the_queue() {
+    if !docker() {
+        return;
+    }
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, 1, None);
+    let running = server
+        .submit(json!({"pipeline": pipeline("      - long: echo working; sleep 300\n")}))
+        .await;
+    let queued = server
+        .submit(json!({"pipeline": pipeline("      - quick: echo later\n")}))
+        .await;
+    let owner = owner_of(&server, running).await;
+    server
+        .events(
+            &format!("/api/builds/{running}/events"),
+            None,
+            Duration::from_secs(60),
+            |e| e.iter().any(|(_, v)| v["type"] == "output"),
+        )
+        .await;
+    let start = std::time::Instant::now();
+    server.stop();
+    assert!(
+        start.elapsed() < Duration::from_secs(30),
+        "stop took too long"
+    );
+    // Cleaned up by the server itself, before it exited.
+    assert_owner_clean(&owner);
+    let token = server.token.clone();
+    drop(server);
+    let server = Server::start(&data, 1, Some(&token));
+    let b = server.build(running).await;
+    assert_eq!(b["status"], "interrupted", "{b:#}");
+    assert!(b["message"].as_str().unwrap().contains("stopped"), "{b:#}");
+    let q = server.wait_final(queued).await;
+    assert_eq!(q["status"], "success", "{q:#}");
 }

@@ -1,7 +1,7 @@
 //! One file per subcommand.
 
 mod gc;
-mod proxy;
+pub(crate) mod proxy;
 mod run;
 pub(crate) mod serve;
 pub(crate) mod token;
@@ -16,7 +16,7 @@ pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Gc(args) => gc::gc(cli.docker_host.as_deref(), args).await,
         Command::Serve(args) => serve::serve(cli.docker_host.as_deref(), args).await,
         Command::Token(args) => token::token(args).await,
-        Command::Proxy(args) => proxy::proxy(cli.docker_host.as_deref(), args).await,
+        Command::Proxy(args) => proxy::proxy(cli.docker_host.as_deref(), *args).await,
     }
 }
 

@@ -1,9 +1,27 @@
 //! `berth proxy`: serve a scoped Docker socket until SIGINT/SIGTERM, then reap the scope.
 
-use berth_proxy::{Policy, ProxyConfig, ScopedProxy, Workspace};
+use std::path::PathBuf;
 
-use crate::args::ProxyArgs;
+use berth_proxy::{Policy, ProxyConfig, ScopedProxy, Workspace};
+use clap::Args;
+
 use crate::{ExitCode, Failure};
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Unix socket to create for clients (DOCKER_HOST=unix://PATH).
+    #[arg(long, value_name = "PATH")]
+    pub listen: PathBuf,
+    /// Scope name: a-z, 0-9 and `-`; prefixes the names of everything created.
+    #[arg(long, value_name = "NAME")]
+    pub scope: String,
+    /// Directory clients may bind-mount, as they see it and where it really is.
+    #[arg(long, value_name = "JOB_PATH=HOST_PATH")]
+    pub workspace: Option<String>,
+    /// JSON policy file (capability allowlist, log drivers, resource limits).
+    #[arg(long, value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+}
 
 pub(crate) async fn proxy(docker_host: Option<&str>, args: ProxyArgs) -> Result<ExitCode, Failure> {
     let address = berth_engine::DaemonAddress::resolve(docker_host);

@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 
 use crate::{ExitCode, Failure};
 
+// Kept small (u32 counts): `Command`'s variants are checked by clippy::large_enum_variant.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
@@ -19,10 +20,10 @@ pub struct ServeArgs {
     pub data: PathBuf,
     /// Builds running at once; more wait in a queue in submission order.
     #[arg(long, value_name = "N", default_value_t = 2)]
-    pub max_builds: usize,
+    pub max_builds: u32,
     /// Jobs of one build running at once (default: number of CPUs).
     #[arg(long, value_name = "N")]
-    pub parallel: Option<usize>,
+    pub parallel: Option<u32>,
     /// Image that clones git sources (needs git and sh).
     #[arg(
         long,
@@ -56,8 +57,8 @@ pub(crate) async fn serve(docker_host: Option<&str>, args: ServeArgs) -> Result<
     }
     let engine: Arc<dyn Engine> = Arc::new(super::connect(docker_host).await?);
     let mut config = berth_server::Config::new(args.listen, args.data.clone());
-    config.max_builds = args.max_builds;
-    config.parallel = args.parallel;
+    config.max_builds = args.max_builds as usize;
+    config.parallel = args.parallel.map(|n| n as usize);
     config.git_image = args.git_image;
     config.default_docker_mode = match args.docker_mode {
         DockerModeArg::None => berth_runner::DefaultDockerMode::None,
@@ -88,8 +89,22 @@ pub(crate) async fn serve(docker_host: Option<&str>, args: ServeArgs) -> Result<
         r.queued
     );
     started
-        .wait()
+        .run_until(stop_signal())
         .await
         .map_err(|e| Failure::infra(e.to_string()))?;
+    eprintln!("berth: stopped; running builds were interrupted and cleaned up");
     Ok(ExitCode::Success)
+}
+
+/// Ctrl-C or SIGTERM: stop running builds (they are cleaned up), then exit.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut t), Ok(mut i)) => tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} },
+        _ => std::future::pending().await,
+    }
+    eprintln!("berth: stopping; interrupting running builds and cleaning up");
 }

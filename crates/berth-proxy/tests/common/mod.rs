@@ -65,6 +65,16 @@ pub async fn start(tag: &str) -> Scoped {
 }
 
 pub async fn start_with(tag: &str, policy: Policy) -> Scoped {
+    start_full(tag, policy, false, JOB_WS).await
+}
+
+/// The job sees its workspace at the host path itself (a job running on the host, like
+/// docker-compose in these tests).
+pub async fn start_identity(tag: &str) -> Scoped {
+    start_full(tag, Policy::default(), true, JOB_WS).await
+}
+
+pub async fn start_full(tag: &str, policy: Policy, identity: bool, job_ws: &str) -> Scoped {
     let scope = unique_scope(tag);
     let dir = tempfile::tempdir().expect("tempdir");
     let ws = dir.path().join("ws");
@@ -83,7 +93,17 @@ pub async fn start_with(tag: &str, policy: Policy) -> Scoped {
         daemon_socket: DAEMON.into(),
         scope: scope.clone(),
         owner_labels: labels,
-        workspace: Some(Workspace::new(JOB_WS, &ws).expect("workspace")),
+        workspace: Some(
+            Workspace::new(
+                if identity {
+                    std::fs::canonicalize(&ws).expect("ws")
+                } else {
+                    job_ws.into()
+                },
+                &ws,
+            )
+            .expect("workspace"),
+        ),
         policy,
     })
     .await
@@ -120,7 +140,10 @@ impl Scoped {
     pub async fn create(&self, name: &str, cmd: &[&str]) -> String {
         let body = serde_json::json!({"Image": BUSYBOX, "Cmd": cmd});
         let r = self
-            .send(&post_json(&format!("/containers/create?name={name}"), &body.to_string()))
+            .send(&post_json(
+                &format!("/containers/create?name={name}"),
+                &body.to_string(),
+            ))
             .await;
         assert_eq!(r.status, 201, "create {name}: {}", r.body);
         r.json()["Id"].as_str().expect("id").to_string()
@@ -162,14 +185,35 @@ pub fn cleanup_blocking(scope: &str) {
             .map(|r| r.json())
             .unwrap_or(Value::Null)
     };
-    for c in list(&format!("/containers/json?all=1&filters={f}")).as_array().cloned().unwrap_or_default() {
-        let _ = blocking(&delete(&format!("/containers/{}?force=1&v=1", c["Id"].as_str().unwrap_or("-"))));
+    for c in list(&format!("/containers/json?all=1&filters={f}"))
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let _ = blocking(&delete(&format!(
+            "/containers/{}?force=1&v=1",
+            c["Id"].as_str().unwrap_or("-")
+        )));
     }
-    for n in list(&format!("/networks?filters={f}")).as_array().cloned().unwrap_or_default() {
-        let _ = blocking(&delete(&format!("/networks/{}", n["Id"].as_str().unwrap_or("-"))));
+    for n in list(&format!("/networks?filters={f}"))
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let _ = blocking(&delete(&format!(
+            "/networks/{}",
+            n["Id"].as_str().unwrap_or("-")
+        )));
     }
-    for v in list(&format!("/volumes?filters={f}"))["Volumes"].as_array().cloned().unwrap_or_default() {
-        let _ = blocking(&delete(&format!("/volumes/{}?force=1", v["Name"].as_str().unwrap_or("-"))));
+    for v in list(&format!("/volumes?filters={f}"))["Volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+    {
+        let _ = blocking(&delete(&format!(
+            "/volumes/{}?force=1",
+            v["Name"].as_str().unwrap_or("-")
+        )));
     }
     for i in list("/images/json").as_array().cloned().unwrap_or_default() {
         for t in i["RepoTags"].as_array().cloned().unwrap_or_default() {
@@ -218,7 +262,10 @@ pub async fn docker_cli(
 pub async fn assert_scope_empty(scope: &str) {
     let f = format!("{{\"label\":[\"io.berth.scope={scope}\"]}}");
     let left = daemon_list(&f).await;
-    assert!(left.is_empty(), "left on the daemon for scope {scope}: {left:?}");
+    assert!(
+        left.is_empty(),
+        "left on the daemon for scope {scope}: {left:?}"
+    );
 }
 
 /// Containers, networks and volumes matching a filters JSON, on the real daemon.
@@ -226,7 +273,11 @@ pub async fn daemon_list(filters: &str) -> Vec<String> {
     let f = enc(filters);
     let mut out = Vec::new();
     for (path, key, kind) in [
-        (format!("/containers/json?all=1&filters={f}"), "Id", "container"),
+        (
+            format!("/containers/json?all=1&filters={f}"),
+            "Id",
+            "container",
+        ),
         (format!("/networks?filters={f}"), "Id", "network"),
     ] {
         let r = daemon(&get(&path)).await;
@@ -243,7 +294,10 @@ pub async fn daemon_list(filters: &str) -> Vec<String> {
 
 /// Whether a container of that exact name exists on the daemon.
 pub async fn daemon_has_container(name: &str) -> bool {
-    daemon(&get(&format!("/containers/{name}/json"))).await.status == 200
+    daemon(&get(&format!("/containers/{name}/json")))
+        .await
+        .status
+        == 200
 }
 
 /// A request straight to the daemon.
@@ -278,8 +332,10 @@ pub fn get(path: &str) -> Vec<u8> {
 }
 
 pub fn post(path: &str) -> Vec<u8> {
-    format!("POST {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-        .into_bytes()
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
 }
 
 pub fn delete(path: &str) -> Vec<u8> {
@@ -315,7 +371,10 @@ impl Resp {
         serde_json::from_str(&self.body).unwrap_or(Value::Null)
     }
     pub fn message(&self) -> String {
-        self.json()["message"].as_str().unwrap_or_default().to_string()
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -379,7 +438,11 @@ fn dechunk(mut b: &[u8]) -> (Vec<u8>, usize) {
     let mut out = Vec::new();
     while let Some(nl) = find(b, b"\r\n") {
         let size = usize::from_str_radix(
-            String::from_utf8_lossy(&b[..nl]).split(';').next().unwrap_or("").trim(),
+            String::from_utf8_lossy(&b[..nl])
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim(),
             16,
         )
         .unwrap_or(0);

@@ -1,15 +1,17 @@
 //! The job's log file `<build>/<job>.log`: masked output and step headers, appended as they come.
+//! Unbuffered on purpose: each chunk reaches the file when it arrives, so a live reader (the
+//! server's log endpoint) and whoever reads after a crash see everything up to that moment.
 //! A write failure (disk full) is reported once and the job goes on; nothing written is lost.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::PathBuf;
 
 use super::Context;
 
 pub(crate) struct JobLog {
     path: PathBuf,
-    file: Option<BufWriter<File>>,
+    file: Option<File>,
     error: Option<String>,
 }
 
@@ -19,7 +21,7 @@ impl JobLog {
         match File::create(&path) {
             Ok(f) => JobLog {
                 path,
-                file: Some(BufWriter::with_capacity(64 * 1024, f)),
+                file: Some(f),
                 error: None,
             },
             Err(e) => {

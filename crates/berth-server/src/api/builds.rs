@@ -338,8 +338,20 @@ pub async fn rerun(
 
 #[derive(Debug, Deserialize)]
 pub struct EventsQuery {
-    /// Same as `Last-Event-ID`, for clients that cannot set headers.
-    after: Option<i64>,
+    /// Same as `Last-Event-ID`, for clients that cannot set headers; `now` skips history.
+    after: Option<String>,
+}
+
+impl EventsQuery {
+    async fn after(&self, state: &AppState) -> Result<Option<i64>, ApiError> {
+        match self.after.as_deref() {
+            None => Ok(None),
+            Some("now") => Ok(Some(state.log.latest_id().await?)),
+            Some(n) => n.parse().map(Some).map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "`after` is an event id or `now`")
+            }),
+        }
+    }
 }
 
 /// `GET /api/builds/{id}/events`: SSE of one build.
@@ -352,7 +364,7 @@ pub async fn build_events(
     if db::build_status(&state.pool, id).await?.is_none() {
         return Err(ApiError::not_found(format!("no build {id}")));
     }
-    let after = crate::sse::start_after(&headers, q.after);
+    let after = crate::sse::start_after(&headers, q.after(&state).await?);
     Ok(crate::sse::stream(state.log.clone(), Some(id), after).into_response())
 }
 
@@ -361,7 +373,7 @@ pub async fn all_events(
     State(state): State<AppState>,
     headers: HeaderMap,
     Query(q): Query<EventsQuery>,
-) -> Response {
-    let after = crate::sse::start_after(&headers, q.after);
-    crate::sse::stream(state.log.clone(), None, after).into_response()
+) -> Result<Response, ApiError> {
+    let after = crate::sse::start_after(&headers, q.after(&state).await?);
+    Ok(crate::sse::stream(state.log.clone(), None, after).into_response())
 }

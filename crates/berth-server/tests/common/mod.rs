@@ -65,7 +65,14 @@ pub fn child_main() {
             println!("TOKEN {t}");
         }
         println!("ADDR {}", started.addr);
-        started.wait().await.expect("serve");
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+        started
+            .run_until(async move {
+                term.recv().await;
+            })
+            .await
+            .expect("serve");
     });
 }
 
@@ -89,20 +96,34 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn server child");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stdout = child.stdout.take().unwrap();
+        // Kills the child if it never says where it listens.
+        struct Guard(Option<Child>);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                if let Some(c) = &mut self.0 {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+            }
+        }
+        let mut guard = Guard(Some(child));
+        let mut lines = BufReader::new(stdout).lines();
         let mut token = token.map(str::to_string);
+        // libtest prints `test server_child ... ` before the child's own output.
         let url = loop {
             let line = lines
                 .next()
                 .expect("server child ended before listening")
                 .unwrap();
-            if let Some(t) = line.strip_prefix("TOKEN ") {
-                token = Some(t.to_string());
+            if let Some((_, t)) = line.split_once("TOKEN ") {
+                token = Some(t.trim().to_string());
             }
-            if let Some(a) = line.strip_prefix("ADDR ") {
-                break format!("http://{a}");
+            if let Some((_, a)) = line.split_once("ADDR ") {
+                break format!("http://{}", a.trim());
             }
         };
+        let child = guard.0.take().unwrap();
         // Keep draining the child's stdout so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
         Server {
@@ -115,8 +136,12 @@ impl Server {
     }
 
     pub fn kill9(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-9", &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status();
         let _ = self.child.wait();
     }
@@ -230,9 +255,30 @@ impl Server {
     }
 }
 
+impl Server {
+    /// SIGTERM: running builds are stopped and cleaned up; SIGKILL if that takes too long.
+    pub fn stop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
+            .status();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(60) {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
-        self.kill9();
+        self.stop();
     }
 }
 

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Runs berth-proxy's Docker test suites against a nested Docker Engine 26.1 (API 1.45) with the
+# Docker CLI 26 and Compose v2 from Debian trixie, inside a container on the host's daemon.
+#
+#   crates/berth-proxy/scripts/test-engine26.sh
+#
+# Builds the trixie image once (debootstrap, ~1 min; tag berth-test/trixie-dind:latest), starts
+# the nested engine (labelled io.berth.owner so `berth gc`-style cleanup can find it), loads the
+# test images into it, runs the test binaries inside it, and removes it whatever happens.
+set -euo pipefail
+
+TARGET="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)/target}"
+IMAGE=berth-test/trixie-dind:latest
+NAME="berth-proxy-engine26-$$"
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+
+if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+  root="$(mktemp -d)"
+  trap 'rm -rf "$root"' EXIT
+  debootstrap --variant=minbase \
+    --include=bash,ca-certificates,docker.io,docker-cli,docker-compose,iptables,curl \
+    trixie "$root" "$MIRROR" >/dev/null
+  tar -C "$root" -c . | docker import \
+    -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$IMAGE"
+fi
+
+bins=$(cd "$(dirname "$0")/../../.." && CARGO_TARGET_DIR="$TARGET" cargo test -p berth-proxy --no-run 2>&1 \
+  | sed -n 's/.*Executable tests\/[a-z_]*\.rs (\(.*\))/\1/p')
+
+cleanup() { docker rm -f -v "$NAME" >/dev/null 2>&1 || true; }
+trap cleanup EXIT
+# The non-privileged dind flags from docs/DOCKER-ON-THESE-MACHINES; this sandbox's containers
+# have no IPv6, hence DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE.
+docker run -d --name "$NAME" \
+  --label io.berth.owner="engine26-$$" --label io.berth.owner-host=berth-proxy-tests \
+  --cap-add ALL --cap-drop SYS_RESOURCE \
+  --security-opt seccomp=unconfined --security-opt apparmor=unconfined \
+  --device-cgroup-rule 'a *:* rwm' -v /sys/fs/cgroup:/sys/fs/cgroup:rw -v /var/lib/docker \
+  -e DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1 \
+  -v "$TARGET:$TARGET:ro" \
+  "$IMAGE" dockerd --tls=false -H unix:///var/run/docker.sock >/dev/null
+for _ in $(seq 60); do
+  docker exec "$NAME" docker version >/dev/null 2>&1 && break
+  sleep 1
+done
+docker exec "$NAME" docker version --format 'nested engine {{.Server.Version}} (API {{.Server.APIVersion}})'
+for img in berth-test/busybox:latest berth-test/debian:bookworm; do
+  docker save "$img" | docker exec -i "$NAME" docker load >/dev/null
+done
+status=0
+for b in $bins; do
+  echo "== $(basename "$b") on engine 26.1"
+  docker exec -w /tmp -e BERTH_REQUIRE_DOCKER=1 -e BERTH_MODERN_DOCKER_CLI=/usr/bin/docker "$NAME" "$b" --test-threads 2 || status=1
+done
+exit $status
