@@ -88,8 +88,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10)]
     pub stop_grace: u64,
     /// Docker mode of jobs with `screwdriver.cd/dockerEnabled: true` and no `docker:` key:
-    /// socket (fast, not isolated), dind (isolated, slower to start), scoped (not yet), none.
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = DockerModeArg::Dind)]
+    /// scoped (fast and isolated), socket (fast, not isolated), dind (isolated, slower), none.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = DockerModeArg::Scoped)]
     pub docker_mode: DockerModeArg,
     /// Image of the per-job Docker daemon in dind mode (any image with dockerd).
     #[arg(long, value_name = "IMAGE", default_value = "docker:dind")]

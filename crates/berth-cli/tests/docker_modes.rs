@@ -60,7 +60,11 @@ fn assert_workload(out: &str) {
     );
     assert!(out.contains("built-from-source"), "{out}");
     assert!(out.contains("kept"), "{out}");
-    assert!(out.contains("0.0.0.0:"), "published port missing: {out}");
+    // Socket and dind publish on all interfaces; the scoped socket remaps to loopback.
+    assert!(
+        out.contains("0.0.0.0:") || out.contains("127.0.0.1:"),
+        "published port missing: {out}"
+    );
     assert!(out.contains("client got: hello-from-web"), "{out}");
     assert!(out.contains("--- done"), "{out}");
 }
@@ -154,17 +158,126 @@ jobs:
 }
 
 #[test]
-fn scoped_mode_is_a_clear_not_implemented_error() {
+fn scoped_mode_runs_docker_build_run_and_compose() {
     if !docker() {
         return;
     }
     let p = Project::new(&format!(
-        "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    docker: scoped\n    steps:\n      - a: echo hi\n"
+        r#"
+jobs:
+  main:
+    image: {DEBIAN}
+    requires: [~commit]
+    docker: scoped
+    environment:
+      TAG: scoped
+    steps:
+      - workload: bash steps.sh
+"#
+    ));
+    add_workload(&p);
+    let run = p.run_json(&[]);
+    run.assert_code(0);
+    assert_workload(&run.output("main"));
+    run.assert_nothing_left();
+}
+
+#[test]
+fn scoped_jobs_share_names_and_ports_without_seeing_each_other_or_the_host() {
+    if !docker() {
+        return;
+    }
+    // A container on the host that no job may see or touch.
+    let foreign = format!("berth-h-foreign-{}", std::process::id());
+    let started = std::process::Command::new("docker")
+        .args(["run", "-d", "--name", &foreign, BUSYBOX, "sleep", "120"])
+        .output()
+        .unwrap();
+    assert!(started.status.success());
+    let job = |name: &str| {
+        format!(
+            r#"
+  {name}:
+    image: {DEBIAN}
+    requires: [~commit]
+    docker: scoped
+    steps:
+      - siblings: |
+          set -e
+          docker network create net >/dev/null
+          docker volume create data >/dev/null
+          docker run -d --name db -p 8080:80 {BUSYBOX} httpd -f -p 80 -h /bin >/dev/null
+          for i in $(seq 1 50); do curl -s -o /dev/null http://db:80/ && break; sleep 0.1; done
+          echo "reach=$(curl -s -o /dev/null -w '%{{http_code}}' http://db:80/busybox)"
+          echo "names=$(docker ps --format '{{{{.Names}}}}' | xargs)"
+          echo "nets=$(docker network ls --format '{{{{.Name}}}}' | grep -c '^net$')"
+          echo "vols=$(docker volume ls --format '{{{{.Name}}}}' | xargs)"
+          echo "port=$(docker port db 80)"
+          docker inspect {foreign} >/dev/null 2>&1 && echo "SAW-FOREIGN" || echo "foreign-invisible"
+          docker kill {foreign} >/dev/null 2>&1 && echo "KILLED-FOREIGN" || echo "foreign-untouchable"
+          sleep 2
+"#
+        )
+    };
+    let p = Project::new(&format!("jobs:{}{}", job("one"), job("two")));
+    let run = p.run_json(&["--parallel", "2"]);
+    let still_there = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Running}}", &foreign])
+        .output()
+        .unwrap();
+    let _ = std::process::Command::new("docker")
+        .args(["rm", "-f", &foreign])
+        .output();
+    run.assert_code(0);
+    for j in ["one", "two"] {
+        let out = run.output(j);
+        assert!(out.contains("reach=200"), "{j}: {out}");
+        assert!(
+            out.contains("names=db\n"),
+            "{j} sees only its own plain-named container: {out}"
+        );
+        assert!(out.contains("nets=1"), "{j}: {out}");
+        assert!(out.contains("vols=data\n"), "{j}: {out}");
+        assert!(
+            out.contains("port=127.0.0.1:"),
+            "{j}: published port on loopback: {out}"
+        );
+        assert!(
+            out.contains("foreign-invisible") && out.contains("foreign-untouchable"),
+            "{j}: {out}"
+        );
+    }
+    assert_eq!(
+        String::from_utf8_lossy(&still_there.stdout).trim(),
+        "true",
+        "the host container survived"
+    );
+    run.assert_nothing_left();
+}
+
+#[test]
+fn scoped_mode_refuses_escalation_with_a_readable_reason() {
+    if !docker() {
+        return;
+    }
+    let p = Project::new(&format!(
+        r#"
+jobs:
+  main:
+    image: {DEBIAN}
+    requires: [~commit]
+    docker: scoped
+    steps:
+      - privileged: docker run --rm --privileged {BUSYBOX} true
+"#
     ));
     let run = p.run_json(&[]);
-    assert_eq!(run.status("main"), "error");
-    let message = run.result("main")["message"].to_string();
-    assert!(message.contains("not implemented yet"), "{message}");
+    run.assert_code(1);
+    let out = run.output("main");
+    assert!(
+        out.contains("berth scoped socket") && out.to_lowercase().contains("privileged"),
+        "{out}"
+    );
     run.assert_nothing_left();
 }
 
@@ -195,6 +308,17 @@ jobs:
     );
     let w = warnings(&run);
     assert!(w.iter().any(|m| m.contains("root-level control")), "{w:?}");
+    run.assert_nothing_left();
+
+    // Without --docker-mode, dockerEnabled means the scoped socket.
+    let run = p.run_json(&[]);
+    run.assert_code(0);
+    assert!(
+        run.output("main")
+            .contains("host=unix:///var/run/docker.sock")
+    );
+    let w = warnings(&run);
+    assert!(!w.iter().any(|m| m.contains("root-level control")), "{w:?}");
     run.assert_nothing_left();
 }
 

@@ -51,8 +51,8 @@ pub struct RunOptions {
 pub enum DefaultDockerMode {
     None,
     Socket,
-    #[default]
     Dind,
+    #[default]
     Scoped,
 }
 
@@ -72,7 +72,7 @@ impl RunOptions {
             stop_grace: Duration::from_secs(10),
             teardown_timeout: Duration::from_secs(5 * 60),
             pipeline_id: "0".to_string(),
-            default_docker_mode: DefaultDockerMode::Dind,
+            default_docker_mode: DefaultDockerMode::Scoped,
             dind_image: "docker:dind".to_string(),
             service_timeout: Duration::from_secs(30),
         }

@@ -1,9 +1,10 @@
 //! Removing what the job created, in dependency order, whatever state the job ended in:
 //! service and daemon logs saved first; in socket mode the job's compose project removed and
-//! leftovers reported; then containers (job, services, dind daemon), the network, the volumes,
-//! the socket-mode host workspace, and last the dind cache lock.
+//! leftovers reported; then containers (job, services, dind daemon), the scoped endpoint (with
+//! everything the job made through it), the network, the volumes, the host workspace of socket
+//! and scoped modes, and last the dind cache lock.
 
-use super::docker_mode::{dind, socket};
+use super::docker_mode::{dind, scoped, socket};
 use super::{Context, Resources, services};
 
 /// Removes everything in `res`; returns a message per failure (never stops at the first).
@@ -36,6 +37,13 @@ pub(crate) async fn remove(ctx: &Context, job: &str, res: &mut Resources) -> Vec
             ));
         }
     }
+    let scoped_dir = res
+        .scoped
+        .as_ref()
+        .map(|s| (s.host_dir.clone(), s.image.clone()));
+    if let Some(session) = res.scoped.take() {
+        problems.extend(scoped::finish(session).await);
+    }
     if let Some(n) = &res.network
         && let Err(e) = engine.remove_network(n).await
     {
@@ -53,7 +61,10 @@ pub(crate) async fn remove(ctx: &Context, job: &str, res: &mut Resources) -> Vec
         }
     }
     if let Some(session) = &res.socket {
-        problems.extend(socket::remove_host_dir(ctx, job, session).await);
+        problems.extend(socket::remove_host_dir(ctx, job, &session.host_dir, &session.image).await);
+    }
+    if let Some((dir, image)) = scoped_dir {
+        problems.extend(socket::remove_host_dir(ctx, job, &dir, &image).await);
     }
     // Only now may the next job start a daemon on the same cache volume.
     if let Some(daemon) = &mut res.dind {

@@ -103,6 +103,7 @@ pub(crate) struct Resources {
     pub services: Vec<services::Started>,
     pub dind: Option<docker_mode::dind::Daemon>,
     pub socket: Option<docker_mode::socket::Session>,
+    pub scoped: Option<docker_mode::scoped::Session>,
 }
 
 pub(crate) async fn run_job(ctx: Arc<Context>, job: Job) -> JobSummary {
@@ -174,7 +175,10 @@ async fn prepare(ctx: &Context, job: &Job, res: &mut Resources) -> Result<String
     if matches!(access, docker_mode::Access::Dind(_)) {
         image::ensure(ctx, &job.name, &ctx.opts.dind_image).await?;
     }
-    let network = if !job.services.is_empty() || access.needs_network() {
+    // Scoped jobs live on their endpoint's network (with their siblings); others get their own.
+    let mut network = if matches!(access, docker_mode::Access::Scoped) {
+        None
+    } else if !job.services.is_empty() || access.needs_network() {
         Some(network::create(ctx, &job.name, res).await?)
     } else {
         None
@@ -189,6 +193,13 @@ async fn prepare(ctx: &Context, job: &Job, res: &mut Resources) -> Result<String
             let (docker, session) =
                 docker_mode::socket::prepare(ctx, &job.name, &job.image).await?;
             res.socket = Some(session);
+            docker
+        }
+        docker_mode::Access::Scoped => {
+            let (docker, session, net) =
+                docker_mode::scoped::prepare(ctx, &job.name, &job.image).await?;
+            res.scoped = Some(session);
+            network = Some(net);
             docker
         }
         docker_mode::Access::Dind(opts) => {

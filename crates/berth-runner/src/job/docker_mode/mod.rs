@@ -1,11 +1,12 @@
 //! Docker access for a job's steps (`docker:`): which mode a job gets, and what each mode adds
 //! to the job container. One file per mode: [`socket`] binds the host daemon's socket,
 //! [`dind`] runs a daemon of the job's own ([`certs`] for its TLS, [`cache`] for its kept
-//! storage). `scoped` belongs to the proxy and is not implemented here yet.
+//! storage), [`scoped`] gives the job its own scoped endpoint (berth-proxy) on the host daemon.
 
 pub(crate) mod cache;
 pub(crate) mod certs;
 pub(crate) mod dind;
+pub(crate) mod scoped;
 pub(crate) mod socket;
 
 use berth_engine::Mount;
@@ -21,6 +22,7 @@ pub(crate) enum Access {
     None,
     Socket,
     Dind(DindOptions),
+    Scoped,
 }
 
 impl Access {
@@ -50,20 +52,14 @@ pub(crate) fn resolve(ctx: &Context, job: &Job) -> Result<Access, JobError> {
             DefaultDockerMode::None => Access::None,
             DefaultDockerMode::Socket => Access::Socket,
             DefaultDockerMode::Dind => Access::Dind(DindOptions::default()),
-            DefaultDockerMode::Scoped => return Err(scoped()),
+            DefaultDockerMode::Scoped => Access::Scoped,
         },
         DockerMode::Socket => Access::Socket,
         DockerMode::Dind(o) => Access::Dind(o.clone()),
-        DockerMode::Scoped => return Err(scoped()),
+        DockerMode::Scoped => Access::Scoped,
     };
-    if access == Access::Socket {
+    if matches!(access, Access::Socket | Access::Scoped) {
         socket::socket_path(ctx)?;
     }
     Ok(access)
-}
-
-fn scoped() -> JobError {
-    JobError::Message(
-        "docker: scoped is not implemented yet; use docker: dind (isolated) or docker: socket (fast, not isolated) for now".to_string(),
-    )
 }

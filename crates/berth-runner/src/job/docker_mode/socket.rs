@@ -51,6 +51,19 @@ fn workspaces_root() -> PathBuf {
         .join("berth-workspaces")
 }
 
+/// Creates the host directory that backs a job's workspace (socket and scoped modes); it is
+/// mounted at the same absolute path inside the job.
+pub(crate) fn create_host_workspace(object_name: &str) -> Result<PathBuf, JobError> {
+    let host_dir = workspaces_root().join(object_name);
+    std::fs::create_dir_all(&host_dir).map_err(|e| {
+        JobError::Message(format!(
+            "failed to create the workspace directory {}: {e}",
+            host_dir.display()
+        ))
+    })?;
+    Ok(host_dir)
+}
+
 /// A compose project name unique to the job: lowercase letters, digits, `-` and `_`.
 pub(crate) fn compose_project(object_name: &str) -> String {
     object_name
@@ -71,13 +84,7 @@ pub(crate) async fn prepare(
 ) -> Result<(JobDocker, Session), JobError> {
     let socket = socket_path(ctx)?;
     let name = ctx.object_name(job);
-    let host_dir = workspaces_root().join(&name);
-    std::fs::create_dir_all(&host_dir).map_err(|e| {
-        JobError::Message(format!(
-            "failed to create the workspace directory {}: {e}",
-            host_dir.display()
-        ))
-    })?;
+    let host_dir = create_host_workspace(&name)?;
     let dir = host_dir.display().to_string();
     let baseline = ctx
         .engine
@@ -170,8 +177,12 @@ pub(crate) async fn finish(ctx: &Context, job: &str, session: &Session) -> Vec<S
 
 /// Removes the host workspace; files the job's containers created as another user are
 /// removed through a container (with the job's image) when berth cannot remove them itself.
-pub(crate) async fn remove_host_dir(ctx: &Context, job: &str, session: &Session) -> Option<String> {
-    let dir = &session.host_dir;
+pub(crate) async fn remove_host_dir(
+    ctx: &Context,
+    job: &str,
+    dir: &Path,
+    image: &str,
+) -> Option<String> {
     if remove_dir(dir).is_ok() {
         return None;
     }
@@ -181,7 +192,7 @@ pub(crate) async fn remove_host_dir(ctx: &Context, job: &str, session: &Session)
     };
     let spec = ContainerSpec {
         name: Some(format!("{}-rm", ctx.object_name(job))),
-        image: session.image.clone(),
+        image: image.to_string(),
         entrypoint: Some(vec![
             "/bin/sh".into(),
             "-c".into(),
