@@ -54,7 +54,7 @@ impl Config {
             data,
             max_builds: 2,
             git_image: "berth-test/debian:bookworm".to_string(),
-            default_docker_mode: DefaultDockerMode::Dind,
+            default_docker_mode: DefaultDockerMode::Scoped,
             parallel: None,
         }
     }

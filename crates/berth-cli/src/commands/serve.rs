@@ -32,7 +32,7 @@ pub struct ServeArgs {
     )]
     pub git_image: String,
     /// What `screwdriver.cd/dockerEnabled: true` selects when a submission does not say.
-    #[arg(long, value_enum, default_value_t = DockerModeArg::Dind)]
+    #[arg(long, value_enum, default_value_t = DockerModeArg::Scoped)]
     pub docker_mode: DockerModeArg,
 }
 
