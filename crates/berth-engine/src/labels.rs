@@ -8,6 +8,9 @@
 pub const OWNER: &str = "io.berth.owner";
 /// Hostname of the machine the owner runs on (liveness can only be checked there).
 pub const OWNER_HOST: &str = "io.berth.owner-host";
+/// Path of the owner's liveness lock file on its host (see [`crate::Owner`]), so any berth
+/// process — whatever its temp dir or `BERTH_OWNERS_DIR` — checks the right file.
+pub const OWNER_LOCK: &str = "io.berth.owner-lock";
 /// Build id within the owner.
 pub const BUILD: &str = "io.berth.build";
 /// Job name.

@@ -86,6 +86,10 @@ impl Owner {
         Labels::from([
             (labels::OWNER.to_string(), self.id.clone()),
             (labels::OWNER_HOST.to_string(), self.host.clone()),
+            (
+                labels::OWNER_LOCK.to_string(),
+                self.lock_path.display().to_string(),
+            ),
         ])
     }
 
@@ -106,8 +110,15 @@ impl Owner {
         if id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
             return false;
         }
-        let path = dir.join(format!("{id}.lock"));
-        match OpenOptions::new().write(true).open(&path) {
+        // The lock the owner recorded (only a `<id>.lock` file, by absolute path), else the
+        // default directory's. Opened read-only: flock needs no write access.
+        let file_name = format!("{id}.lock");
+        let path = object_labels
+            .get(labels::OWNER_LOCK)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute() && p.file_name().is_some_and(|n| n == file_name.as_str()))
+            .unwrap_or_else(|| dir.join(&file_name));
+        match OpenOptions::new().read(true).open(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(_) => false,
             Ok(f) => match f.try_lock() {
@@ -142,6 +153,23 @@ mod tests {
         let mut foreign = labels.clone();
         foreign.insert(labels::OWNER_HOST.into(), "another-host".into());
         assert!(!Owner::is_dead_in(&dir, &foreign));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn liveness_follows_the_recorded_lock_whatever_the_checkers_directory() {
+        let dir = std::env::temp_dir().join(format!("berth-owner-test2-{}", std::process::id()));
+        let elsewhere = dir.join("elsewhere");
+        let owner = Owner::register_in(dir.join("owners")).unwrap();
+        let labels = owner.labels();
+        // A checker with another owners directory still sees the owner alive.
+        assert!(!Owner::is_dead_in(&elsewhere, &labels));
+        // A recorded path that is not `<id>.lock` is ignored (falls back to the directory).
+        let mut odd = labels.clone();
+        odd.insert(labels::OWNER_LOCK.into(), "/etc/passwd".into());
+        assert!(Owner::is_dead_in(&elsewhere, &odd));
+        drop(owner);
+        assert!(Owner::is_dead_in(&elsewhere, &labels));
         let _ = std::fs::remove_dir_all(dir);
     }
 }
