@@ -9,7 +9,9 @@
 # test images into it, runs the test binaries inside it, and removes it whatever happens.
 set -euo pipefail
 
-TARGET="${CARGO_TARGET_DIR:-$(cd "$(dirname "$0")/../../.." && pwd)/target}"
+ROOT="$(cd "$(dirname "$0")/../../.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET" in /*) ;; *) TARGET="$ROOT/$TARGET" ;; esac
 IMAGE=berth-test/trixie-dind:latest
 NAME="berth-proxy-engine26-$$"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
@@ -24,8 +26,9 @@ if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
     -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$IMAGE"
 fi
 
-bins=$(cd "$(dirname "$0")/../../.." && CARGO_TARGET_DIR="$TARGET" cargo test -p berth-proxy --no-run 2>&1 \
-  | sed -n 's/.*Executable tests\/[a-z_]*\.rs (\(.*\))/\1/p')
+bins=$(cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" cargo test -p berth-proxy --no-run 2>&1 \
+  | sed -n 's/.*Executable tests\/[a-z_]*\.rs (\(.*\))/\1/p' \
+  | while read -r b; do case "$b" in /*) echo "$b" ;; *) echo "$ROOT/$b" ;; esac; done)
 
 cleanup() { docker rm -f -v "$NAME" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
