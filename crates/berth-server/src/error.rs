@@ -26,4 +26,6 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("no token named or numbered `{0}`")]
     NoSuchToken(String),
+    #[error("tls: {0}")]
+    Tls(String),
 }

@@ -19,6 +19,7 @@ mod recovery;
 mod request;
 mod source;
 mod sse;
+mod tls;
 mod ui;
 
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ use berth_runner::DefaultDockerMode;
 use sqlx::SqlitePool;
 
 pub use error::ServerError;
+pub use tls::TlsFiles;
 
 /// How the service runs.
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ pub struct Config {
     pub default_docker_mode: DefaultDockerMode,
     /// Jobs of one build running at once (default: CPUs).
     pub parallel: Option<usize>,
+    /// Serve HTTPS with this certificate and key instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
@@ -56,6 +60,7 @@ impl Config {
             git_image: "berth-test/debian:bookworm".to_string(),
             default_docker_mode: DefaultDockerMode::Scoped,
             parallel: None,
+            tls: None,
         }
     }
 }
@@ -130,6 +135,8 @@ pub async fn start(config: Config, engine: Arc<dyn Engine>) -> Result<Started, S
         engine,
         config: Arc::new(config),
     };
+    // Bad certificate files are a startup error, before anything else happens.
+    let acceptor = state.config.tls.as_ref().map(tls::acceptor).transpose()?;
     let recovered = recovery::recover(&state).await?;
     queue::spawn_dispatcher(state.clone());
 
@@ -142,7 +149,10 @@ pub async fn start(config: Config, engine: Arc<dyn Engine>) -> Result<Started, S
     let addr = listener.local_addr()?;
     let queue = state.queue.clone();
     let app = api::router(state);
-    let serve = tokio::spawn(async move { axum::serve(listener, app).await });
+    let serve = match acceptor {
+        Some(acceptor) => tokio::spawn(tls::serve(listener, acceptor, app)),
+        None => tokio::spawn(async move { axum::serve(listener, app).await }),
+    };
     Ok(Started {
         addr,
         admin_token,

@@ -34,6 +34,12 @@ pub struct ServeArgs {
     /// What `screwdriver.cd/dockerEnabled: true` selects when a submission does not say.
     #[arg(long, value_enum, default_value_t = DockerModeArg::Scoped)]
     pub docker_mode: DockerModeArg,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -48,10 +54,17 @@ pub(crate) async fn serve(docker_host: Option<&str>, args: ServeArgs) -> Result<
     if args.max_builds == 0 {
         return Err(Failure::usage("--max-builds must be at least 1"));
     }
-    if !args.listen.ip().is_loopback() {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(berth_server::TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    if !args.listen.ip().is_loopback() && tls.is_none() {
         eprintln!(
             "berth: warning: listening on {} without TLS; tokens and logs cross the network in clear \
-             (put a TLS-terminating proxy in front, or listen on 127.0.0.1)",
+             (pass --tls-cert and --tls-key, or listen on 127.0.0.1)",
             args.listen
         );
     }
@@ -60,6 +73,8 @@ pub(crate) async fn serve(docker_host: Option<&str>, args: ServeArgs) -> Result<
     config.max_builds = args.max_builds as usize;
     config.parallel = args.parallel.map(|n| n as usize);
     config.git_image = args.git_image;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    config.tls = tls;
     config.default_docker_mode = match args.docker_mode {
         DockerModeArg::None => berth_runner::DefaultDockerMode::None,
         DockerModeArg::Socket => berth_runner::DefaultDockerMode::Socket,
@@ -83,7 +98,7 @@ pub(crate) async fn serve(docker_host: Option<&str>, args: ServeArgs) -> Result<
         );
     }
     eprintln!(
-        "berth: serving on http://{} (data in {}; {} queued build(s))",
+        "berth: serving on {scheme}://{} (data in {}; {} queued build(s))",
         started.addr,
         args.data.display(),
         r.queued
