@@ -11,10 +11,10 @@ use crate::{Cli, Command, ExitCode, Failure};
 
 pub(crate) async fn dispatch(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
-        Command::Run(args) => run::run(cli.docker_host.as_deref(), args).await,
+        Command::Run(args) => run::run(cli.docker_host.as_deref(), *args).await,
         Command::Validate(args) => validate::validate(args),
         Command::Gc(args) => gc::gc(cli.docker_host.as_deref(), args).await,
-        Command::Serve(args) => serve::serve(cli.docker_host.as_deref(), args).await,
+        Command::Serve(args) => serve::serve(cli.docker_host.as_deref(), *args).await,
         Command::Token(args) => token::token(args).await,
         Command::Proxy(args) => proxy::proxy(cli.docker_host.as_deref(), *args).await,
     }
