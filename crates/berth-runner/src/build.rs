@@ -121,6 +121,23 @@ pub(crate) fn allocate_build_dir(output: &Path) -> std::io::Result<(String, Path
     }
 }
 
+/// Creates `<output>/<id>` for a build id chosen by the caller (e.g. the server's own ids).
+pub(crate) fn build_dir_named(output: &Path, id: &str) -> std::io::Result<(String, PathBuf)> {
+    let plain = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !plain {
+        return Err(std::io::Error::other(format!(
+            "build id `{id}` must be 1-64 letters, digits, `-` or `_`"
+        )));
+    }
+    let dir = output.join(id);
+    std::fs::create_dir_all(&dir)?;
+    Ok((id.to_string(), dir))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +148,8 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         assert_eq!(allocate_build_dir(&dir).unwrap().0, "1");
         assert_eq!(allocate_build_dir(&dir).unwrap().0, "2");
+        assert_eq!(build_dir_named(&dir, "srv-7").unwrap().0, "srv-7");
+        assert!(build_dir_named(&dir, "../x").is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

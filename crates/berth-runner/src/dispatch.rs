@@ -11,7 +11,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::build::allocate_build_dir;
+use crate::build::{allocate_build_dir, build_dir_named};
 use crate::job::{Context, ImageCache, run_job};
 use crate::{BuildSummary, JobResult, JobSummary, RunError, RunEvent, RunOptions, source};
 
@@ -44,7 +44,11 @@ pub async fn run(
             path: opts.source_dir.clone(),
             source: e,
         })?;
-    let (build_id, build_dir) = allocate_build_dir(&output_dir).map_err(|e| RunError::Output {
+    let allocated = match &opts.build_id {
+        Some(id) => build_dir_named(&output_dir, id),
+        None => allocate_build_dir(&output_dir),
+    };
+    let (build_id, build_dir) = allocated.map_err(|e| RunError::Output {
         path: output_dir.clone(),
         source: e,
     })?;

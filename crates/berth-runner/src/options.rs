@@ -38,6 +38,9 @@ pub struct RunOptions {
     pub teardown_timeout: Duration,
     /// `SD_PIPELINE_ID` for local runs.
     pub pipeline_id: String,
+    /// The build id (`SD_BUILD_ID`, `io.berth.build`, the output subdirectory); `None` numbers
+    /// builds in the output directory 1, 2, 3, ...
+    pub build_id: Option<String>,
     /// What `screwdriver.cd/dockerEnabled: true` (without `docker:`) selects.
     pub default_docker_mode: DefaultDockerMode,
     /// Image of the nested daemon in dind mode (needs `dockerd`).
@@ -72,6 +75,7 @@ impl RunOptions {
             stop_grace: Duration::from_secs(10),
             teardown_timeout: Duration::from_secs(5 * 60),
             pipeline_id: "0".to_string(),
+            build_id: None,
             default_docker_mode: DefaultDockerMode::Scoped,
             dind_image: "docker:dind".to_string(),
             service_timeout: Duration::from_secs(30),

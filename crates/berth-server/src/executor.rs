@@ -150,6 +150,8 @@ async fn execute(
     opts.params = request.parameters.clone();
     opts.secrets = state.queue.take_secrets(id);
     opts.pipeline_id = "server".to_string();
+    // Jobs see the server's build id (SD_BUILD_ID) and their objects carry it (io.berth.build).
+    opts.build_id = Some(id.to_string());
     opts.default_docker_mode = request
         .docker_mode
         .as_deref()
