@@ -101,8 +101,23 @@ pub(crate) async fn create(
         nano_cpus: job.resources.cpus.map(|c| (c * 1e9) as i64),
         ..Default::default()
     };
+    // Pack the setup archive while the daemon creates the container.
+    let source_dir = ctx.opts.source_dir.clone();
+    let files = ctx.files.clone();
+    let steps = job.steps.clone();
+    let extra = docker.files.clone();
+    let pack = tokio::task::spawn_blocking(move || {
+        source::setup_archive(&source_dir, &files, &steps, &layout, &extra)
+    });
     let id = engine.create_container(&spec).await?;
     res.container = Some(id.clone());
+    let tar = pack
+        .await
+        .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?
+        .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?;
+    // Fill the workspace before start: the daemon extracts into the container's filesystem
+    // without a running container's mount namespace round-trip.
+    engine.put_archive(&id, "/", tar.into()).await?;
     engine.start_container(&id).await.map_err(|e| match e {
         EngineError::Api { message, .. } if message.contains("/bin/sh") => JobError::Message(format!(
             "image {} has no /bin/sh; berth runs steps with a shell, so the job image needs one",
@@ -110,17 +125,5 @@ pub(crate) async fn create(
         )),
         e => e.into(),
     })?;
-
-    let source_dir = ctx.opts.source_dir.clone();
-    let files = ctx.files.clone();
-    let steps = job.steps.clone();
-    let extra = docker.files.clone();
-    let tar = tokio::task::spawn_blocking(move || {
-        source::setup_archive(&source_dir, &files, &steps, &layout, &extra)
-    })
-    .await
-    .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?
-    .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?;
-    engine.put_archive(&id, "/", tar.into()).await?;
     Ok(id)
 }
