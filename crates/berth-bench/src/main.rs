@@ -2,6 +2,8 @@
 //! after a warm-up, measuring whole processes from outside, and writes a Markdown report of
 //! medians, ranges and the median ratio. No thresholds: performance is judged from the report.
 
+mod http;
+mod load;
 mod measure;
 mod report;
 mod scenarios;
@@ -35,7 +37,7 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let reps = args.reps.unwrap_or(if args.quick { 2 } else { 7 });
+    let reps = args.reps.unwrap_or(if args.quick { 1 } else { 7 });
     let berth = std::fs::canonicalize(&args.berth).map_err(|e| {
         anyhow::anyhow!(
             "berth binary {}: {e} (build it first)",
@@ -49,7 +51,10 @@ fn main() -> anyhow::Result<()> {
         quick: args.quick,
         reps,
     };
+    let load_start = report::loadavg();
     let mut results = Vec::new();
+    let mut failed = Vec::new();
+    scenarios::remove_labelled();
     for s in scenarios::all() {
         if args
             .only
@@ -61,15 +66,27 @@ fn main() -> anyhow::Result<()> {
         eprintln!("bench: {}", s.name);
         match (s.run)(&ctx) {
             Ok(r) => results.extend(r),
-            Err(e) => eprintln!("bench: {} failed: {e:#}", s.name),
+            Err(e) => {
+                eprintln!("bench: {} failed: {e:#}", s.name);
+                failed.push(s.name);
+            }
         }
     }
-    let text = report::render(&results, &args.command, args.quick)?;
+    scenarios::remove_labelled();
+    let previous = std::fs::read_to_string(&args.out).ok();
+    let text = report::render(
+        &results,
+        &args.command,
+        args.quick,
+        &load_start,
+        previous.as_deref(),
+    )?;
     std::fs::write(&args.out, text)?;
     eprintln!("bench: wrote {}", args.out.display());
     let _ = std::fs::remove_dir_all(&work);
-    if results.is_empty() {
-        anyhow::bail!("no scenario produced a result");
+    // No thresholds: numbers never fail the run, only a scenario that could not be measured.
+    if !failed.is_empty() {
+        anyhow::bail!("scenarios failed: {}", failed.join(", "));
     }
     Ok(())
 }

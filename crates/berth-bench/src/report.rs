@@ -34,6 +34,9 @@ fn secs(d: Duration) -> String {
 }
 
 fn range(v: &[Duration]) -> String {
+    if v.is_empty() {
+        return "—".into();
+    }
     let min = v.iter().min().copied().unwrap_or_default();
     let max = v.iter().max().copied().unwrap_or_default();
     format!("{}–{}", secs(min), secs(max))
@@ -47,7 +50,40 @@ fn cmd_out(cmd: &str, args: &[&str]) -> String {
         .unwrap_or_default()
 }
 
-pub fn render(results: &[Result], command: &str, quick: bool) -> anyhow::Result<String> {
+/// Everything from this line on in an existing report is hand-written analysis, kept when the
+/// harness rewrites the measured part above it.
+pub const ANALYSIS_MARKER: &str =
+    "<!-- analysis: kept by berth-bench when it rewrites the tables above -->";
+
+/// The report, keeping `previous`'s hand-written analysis (after [`ANALYSIS_MARKER`]).
+pub fn render(
+    results: &[Result],
+    command: &str,
+    quick: bool,
+    load_start: &str,
+    previous: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut s = measured(results, command, quick, load_start)?;
+    if let Some(i) = previous.and_then(|p| p.find(ANALYSIS_MARKER)) {
+        s.push('\n');
+        s.push_str(&previous.unwrap_or_default()[i..]);
+    }
+    Ok(s)
+}
+
+/// The 1, 5 and 15 minute load averages, as the kernel reports them.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" / "))
+        .unwrap_or_default()
+}
+
+fn measured(
+    results: &[Result],
+    command: &str,
+    quick: bool,
+    load_start: &str,
+) -> anyhow::Result<String> {
     let mut s = String::new();
     writeln!(s, "# Benchmarks\n")?;
     if quick {
@@ -93,6 +129,11 @@ pub fn render(results: &[Result], command: &str, quick: bool) -> anyhow::Result<
     writeln!(s, "- command: `{command}`")?;
     writeln!(
         s,
+        "- load average (1 / 5 / 15 min): {load_start} at the start, {} at the end (other work on the machine shows here)",
+        loadavg()
+    )?;
+    writeln!(
+        s,
         "- method: whole processes timed from outside; one warm-up pair, then interleaved repetitions (A B A B …); times in seconds\n"
     )?;
     writeln!(
@@ -103,16 +144,27 @@ pub fn render(results: &[Result], command: &str, quick: bool) -> anyhow::Result<
     for r in results {
         let a: Vec<_> = r.berth.iter().map(|x| x.wall).collect();
         let b: Vec<_> = r.baseline.iter().map(|x| x.wall).collect();
-        let ratio = median(&a).as_secs_f64() / median(&b).as_secs_f64().max(1e-9);
+        let side = |v: &[Duration]| {
+            if v.is_empty() {
+                "—".to_string()
+            } else {
+                format!("{} ({})", secs(median(v)), range(v))
+            }
+        };
+        let ratio = if a.is_empty() || b.is_empty() {
+            "—".to_string()
+        } else {
+            format!(
+                "{:.2}×",
+                median(&a).as_secs_f64() / median(&b).as_secs_f64().max(1e-9)
+            )
+        };
         writeln!(
             s,
-            "| {} | {} ({}) | {} ({}) | {:.2}× | {} |",
+            "| {} | {} | {} | {ratio} | {} |",
             r.scenario,
-            secs(median(&a)),
-            range(&a),
-            secs(median(&b)),
-            range(&b),
-            ratio,
+            side(&a),
+            side(&b),
             r.target
         )?;
     }

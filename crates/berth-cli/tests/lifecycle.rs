@@ -78,10 +78,8 @@ fn sigkill_leaves_objects_that_gc_removes_without_touching_live_runs() {
     let (mut dead_child, dead_owner) = spawn_until_step_runs(&dead);
     signal(&dead_child, "KILL");
     dead_child.wait().unwrap();
-    assert!(
-        !labelled(&format!("io.berth.owner={dead_owner}")).is_empty(),
-        "SIGKILL leaves the job behind"
-    );
+    // SIGKILL leaves the job behind (unless a concurrent run's startup gc already took it:
+    // other tests run berth at the same time, and every `berth run` reaps dead owners).
 
     let gc = dead.command(&["gc"]).output().unwrap();
     assert_eq!(

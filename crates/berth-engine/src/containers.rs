@@ -7,9 +7,9 @@ use bollard::models::{
     MountVolumeOptions, NetworkingConfig,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    ContainerArchiveInfoOptionsBuilder, CreateContainerOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, KillContainerOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -232,6 +232,24 @@ impl DockerEngine {
             .upload_to_container(id, Some(opts), bollard::body_full(tar))
             .await
             .map_err(|e| EngineError::from_bollard(e, || format!("path {path} in container {id}")))
+    }
+
+    pub(crate) async fn do_path_mtime(
+        &self,
+        id: &str,
+        path: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let opts = ContainerArchiveInfoOptionsBuilder::default()
+            .path(path)
+            .build();
+        let stat = self
+            .docker
+            .get_container_archive_info(id, Some(opts))
+            .await
+            .map_err(|e| {
+                EngineError::from_bollard(e, || format!("path {path} in container {id}"))
+            })?;
+        Ok(stat.modification_time)
     }
 
     pub(crate) fn do_get_archive(&self, id: &str, path: &str) -> ByteStream {

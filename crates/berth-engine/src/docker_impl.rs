@@ -85,6 +85,10 @@ impl Engine for DockerEngine {
         self.do_get_archive(id, path)
     }
 
+    async fn path_mtime(&self, id: &str, path: &str) -> Result<Option<String>, EngineError> {
+        self.do_path_mtime(id, path).await
+    }
+
     fn events(
         &self,
         label: &str,

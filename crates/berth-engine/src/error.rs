@@ -56,7 +56,22 @@ impl EngineError {
                 what: what(),
                 seconds: 120,
             },
-            other => EngineError::Transport(other.to_string()),
+            other => {
+                let text = other.to_string();
+                // hyper's "client error (Connect)" / "connection closed" say nothing to a user:
+                // the daemon went away (stopped, crashed or restarting) under this request.
+                if text.contains("(Connect)")
+                    || text.contains("connection closed")
+                    || text.contains("connection reset")
+                    || text.contains("Broken pipe")
+                {
+                    EngineError::Transport(format!(
+                        "lost the connection to the Docker daemon (stopped or restarting?): {text}"
+                    ))
+                } else {
+                    EngineError::Transport(text)
+                }
+            }
         }
     }
 }

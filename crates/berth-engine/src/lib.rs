@@ -62,6 +62,13 @@ pub trait Engine: Send + Sync {
     async fn put_archive(&self, id: &str, path: &str, tar: Bytes) -> Result<(), EngineError>;
     /// A tar archive of `path` inside the container.
     fn get_archive(&self, id: &str, path: &str) -> ByteStream;
+    /// The modification time of `path` inside the container as the daemon reports it (RFC 3339,
+    /// e.g. `1970-01-01T00:00:00Z`), from a stat (`HEAD …/archive`), which is much cheaper than
+    /// [`Engine::get_archive`]. `None` when this engine cannot tell.
+    async fn path_mtime(&self, id: &str, path: &str) -> Result<Option<String>, EngineError> {
+        let _ = (id, path);
+        Ok(None)
+    }
 
     /// Runs a command in a running container; output arrives on the returned stream.
     async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecHandle, EngineError>;

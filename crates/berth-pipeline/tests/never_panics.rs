@@ -115,3 +115,22 @@ fn alias_bombs_are_refused() {
     assert!(berth_pipeline::parse(&src, "bomb.yaml").is_err());
     assert!(start.elapsed() < std::time::Duration::from_secs(10));
 }
+
+/// Inputs saved by the cargo-fuzz target `pipeline_parse` (`fuzz/regressions/pipeline_parse/`,
+/// plus its seeds) are replayed here, so every crash found becomes a regression test.
+#[test]
+fn fuzz_seeds_and_regressions_do_not_panic() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz");
+    let mut n = 0;
+    for dir in ["seeds", "regressions"] {
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join("pipeline_parse")) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let bytes = std::fs::read(e.path()).unwrap();
+            no_panic(&String::from_utf8_lossy(&bytes));
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no fuzz seeds found under {}", root.display());
+}

@@ -170,6 +170,7 @@ pub(crate) fn setup_archive(
     }
     dirs.push((format!("{ws}/"), 0o777));
     dirs.push((format!("{ws}/src/"), 0o777));
+    // Empty, with mtime 0: `job::artifacts` skips the download while its mtime is still the epoch.
     dirs.push((format!("{ws}/artifacts/"), 0o777));
     for (path, mode) in [
         ("sd/", 0o755),

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -142,11 +143,15 @@ fn docker_gateway() -> String {
 }
 
 /// A local repository served by `git daemon` on the Docker bridge's gateway address (no
-/// internet), stopped on drop.
+/// internet), stopped on drop. `git daemon` runs as a child of the `git` wrapper, so it gets a
+/// process group of its own and the whole group is signalled.
 struct GitDaemon(std::process::Child);
 
 impl Drop for GitDaemon {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -195,6 +200,7 @@ async fn git_source_is_cloned_in_a_container() {
                 &format!("--port={port}"),
             ])
             .arg(&served)
+            .process_group(0)
             .spawn()
             .expect("git daemon"),
     );

@@ -120,6 +120,7 @@ pub(crate) async fn run(docker_host: Option<&str>, args: RunArgs) -> Result<Exit
     let render = tokio::task::spawn_blocking(move || renderer.consume(rx));
     let result = berth_runner::run(engine.clone(), &owner, &pipeline, opts, tx, cancel).await;
     let _ = render.await;
+    reap_own_leftovers(engine.as_ref(), owner.id()).await;
     if let Ok(Ok((_, report))) = gc.await
         && !report.removed.is_empty()
     {
@@ -132,6 +133,53 @@ pub(crate) async fn run(docker_host: Option<&str>, args: RunArgs) -> Result<Exit
         Ok(summary) => Ok(ExitCode::from_code(summary.exit_code())),
         Err(e) if e.is_usage() => Err(Failure::usage(e.to_string())),
         Err(e) => Err(Failure::infra(e.to_string())),
+    }
+}
+
+/// How long a run waits at its end for an unreachable daemon to come back.
+const DAEMON_WAIT: Duration = Duration::from_secs(60);
+
+/// Removes whatever this run still has on the daemon. Normally nothing (each job cleans up
+/// after itself); but a daemon that stopped or restarted mid-run makes those removals fail,
+/// so wait (bounded) until it answers again and remove them now, rather than leaving them to
+/// the next `berth gc`.
+async fn reap_own_leftovers(engine: &dyn Engine, owner: &str) {
+    let deadline = tokio::time::Instant::now() + DAEMON_WAIT;
+    let mut told = false;
+    loop {
+        match berth_engine::reap(engine, berth_engine::labels::OWNER, owner).await {
+            Ok(report) => {
+                if !report.removed.is_empty() {
+                    eprintln!(
+                        "berth: removed {} object(s) this run left on the daemon",
+                        report.removed.len()
+                    );
+                }
+                for (o, e) in &report.failed {
+                    eprintln!(
+                        "berth: failed to remove {} {}: {e} (berth gc will retry)",
+                        o.kind, o.name
+                    );
+                }
+                return;
+            }
+            Err(e) if e.is_connection() && tokio::time::Instant::now() < deadline => {
+                if !told {
+                    eprintln!(
+                        "berth: {e}; waiting up to {} s for the daemon to remove what this run left",
+                        DAEMON_WAIT.as_secs()
+                    );
+                    told = true;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                eprintln!(
+                    "berth: could not remove what this run left on the daemon: {e} (`berth gc` will)"
+                );
+                return;
+            }
+        }
     }
 }
 

@@ -353,7 +353,7 @@ fn unsupported(method: &Method, segs: &[&str]) -> Refusal {
 
 /// Content-Length together with Transfer-Encoding is ambiguous: refused (the daemon would let
 /// chunked win; a filter in front of it must not have to guess).
-fn check_framing<B>(req: &Request<B>) -> Result<(), Refusal> {
+pub(crate) fn check_framing<B>(req: &Request<B>) -> Result<(), Refusal> {
     let h = req.headers();
     if h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH) {
         return Err(Refusal::bad(
@@ -407,7 +407,7 @@ async fn json_body(
 
 /// Parses a `filters` JSON (map of name → list or set of values), refusing duplicates, and
 /// re-serializes it, appending `label=<extra>` when given (the daemon ANDs label filters).
-fn reserialize_filters(raw: &str, extra_label: Option<&str>) -> Result<String, Refusal> {
+pub(crate) fn reserialize_filters(raw: &str, extra_label: Option<&str>) -> Result<String, Refusal> {
     let mut m = if raw.trim().is_empty() {
         Map::new()
     } else {

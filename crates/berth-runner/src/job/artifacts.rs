@@ -20,8 +20,23 @@ pub(crate) async fn collect(
     let io = |e: std::io::Error| {
         JobError::Message(format!("failed to write {}: {e}", spool_path.display()))
     };
+    // The setup archive creates the artifacts directory empty with mtime 0 (the epoch), and adding
+    // or removing an entry sets a directory's mtime to now: an epoch mtime means the job wrote
+    // nothing, so the download is skipped. The stat costs a third of what the download of even
+    // an empty directory costs (the daemon mounts the container's filesystem for it). Any doubt
+    // (no answer, an error, another time) falls back to the download.
+    if let Ok(Some(mtime)) = ctx.engine.path_mtime(container, artifacts_dir).await
+        && untouched(&mtime)
+    {
+        return Ok(());
+    }
     let mut spool = std::io::BufWriter::new(std::fs::File::create(&spool_path).map_err(io)?);
     let mut stream = ctx.engine.get_archive(container, artifacts_dir);
+    // A failed write (disk full) must not leave a partial spool taking the space.
+    let io = |e: std::io::Error| {
+        let _ = std::fs::remove_file(&spool_path);
+        io(e)
+    };
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(c) => spool.write_all(&c).map_err(io)?,
@@ -43,6 +58,11 @@ pub(crate) async fn collect(
     unpacked
         .map_err(|e| JobError::Message(e.to_string()))?
         .map_err(|e| JobError::Message(format!("failed to unpack artifacts: {e}")))
+}
+
+/// Whether a daemon-reported mtime is the epoch the setup archive gives the artifacts directory.
+fn untouched(mtime: &str) -> bool {
+    matches!(mtime, "1970-01-01T00:00:00Z" | "1970-01-01T00:00:00+00:00")
 }
 
 /// Unpacks the archive of `artifacts/` into `dest`, dropping the top directory; refuses entries
@@ -70,4 +90,18 @@ fn unpack(tar_path: &std::path::Path, dest: &std::path::Path) -> std::io::Result
         entry.unpack(&target)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::untouched;
+
+    #[test]
+    fn only_the_epoch_is_untouched() {
+        assert!(untouched("1970-01-01T00:00:00Z"));
+        assert!(!untouched("1970-01-01T00:00:01Z"));
+        assert!(!untouched("1970-01-01T00:00:00.5Z"));
+        assert!(!untouched("2026-11-23T12:57:49.123456789Z"));
+        assert!(!untouched(""));
+    }
 }

@@ -12,6 +12,7 @@ pub(crate) async fn remove(ctx: &Context, job: &str, res: &mut Resources) -> Vec
     let mut problems = Vec::new();
     let engine = ctx.engine.as_ref();
     for svc in &res.services {
+        problems.extend(services::exited_during_job(ctx, job, svc).await);
         problems.extend(services::save_log(ctx, job, &svc.alias, &svc.id).await);
     }
     if let Some(daemon) = &res.dind {

@@ -8,6 +8,8 @@
 //! container is running. A service that exits, or is not ready within its timeout, fails the
 //! job with its last log lines.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use berth_engine::ContainerSpec;
@@ -34,6 +36,8 @@ pub(crate) struct Started {
     pub alias: String,
     pub image: String,
     pub timeout: Duration,
+    /// Set once the service was ready, so a later exit is reported as happening mid-job.
+    pub ready: Arc<AtomicBool>,
 }
 
 /// How a service tells it is ready.
@@ -78,6 +82,7 @@ pub(crate) async fn start(
             alias: alias.clone(),
             image: svc.image.clone(),
             timeout: timeout(ctx, svc),
+            ready: Arc::default(),
         });
         ctx.engine.start_container(&id).await.map_err(|e| {
             JobError::Message(format!(
@@ -154,6 +159,7 @@ async fn wait_ready(
             }
         };
         if ready {
+            svc.ready.store(true, Ordering::Relaxed);
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
@@ -195,6 +201,32 @@ async fn probe_direct(ip: &str, port: u16) -> bool {
         tokio::time::timeout(Duration::from_secs(1), connect).await,
         Ok(Ok(_))
     )
+}
+
+/// A warning when a service that was ready no longer runs at the end of the job (it exited or
+/// was killed while the steps ran). The job's result stands (its steps decide it); this says
+/// why a step may have lost its service.
+pub(crate) async fn exited_during_job(ctx: &Context, job: &str, svc: &Started) -> Option<String> {
+    if !svc.ready.load(Ordering::Relaxed) {
+        return None;
+    }
+    let state = ctx.engine.inspect_container(&svc.id).await.ok()?;
+    if state.running {
+        return None;
+    }
+    let code = state
+        .exit_code
+        .map(|c| format!(" with code {c}"))
+        .unwrap_or_default();
+    let oom = if state.oom_killed {
+        " (OOM-killed)"
+    } else {
+        ""
+    };
+    Some(format!(
+        "service `{}` ({}) exited{code}{oom} while the job ran; its log is in {job}.{}.log",
+        svc.alias, svc.image, svc.alias
+    ))
 }
 
 /// The job's error for a service that failed, quoting its last log lines.

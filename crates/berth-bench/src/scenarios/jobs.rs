@@ -1,70 +1,12 @@
-//! The scenarios of the benchmark issue that need only `berth run` and the docker CLI.
-//! Each returns one report row per size or variant.
+//! Scenarios 1, 2, 3 and 7: plain jobs, measured against the docker CLI.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
+use super::{BENCH_LABEL, BUSYBOX, Ctx, berth_run, clean_outputs, project};
 use crate::measure::{Sample, pair, run, sh};
 use crate::report::{Result, median};
 
-pub const BUSYBOX: &str = "berth-test/busybox:latest";
-
-pub struct Ctx {
-    pub berth: PathBuf,
-    pub work: PathBuf,
-    pub quick: bool,
-    pub reps: usize,
-}
-
-pub struct Scenario {
-    pub name: &'static str,
-    pub run: fn(&Ctx) -> anyhow::Result<Vec<Result>>,
-}
-
-pub fn all() -> Vec<Scenario> {
-    vec![
-        Scenario {
-            name: "trivial-job",
-            run: trivial_job,
-        },
-        Scenario {
-            name: "ten-steps",
-            run: ten_steps,
-        },
-        Scenario {
-            name: "log-throughput",
-            run: log_throughput,
-        },
-        Scenario {
-            name: "parallel-jobs",
-            run: parallel_jobs,
-        },
-    ]
-}
-
-/// A project directory holding `pipeline`.
-fn project(ctx: &Ctx, name: &str, pipeline: &str) -> anyhow::Result<PathBuf> {
-    let dir = ctx.work.join(name);
-    std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("screwdriver.yaml"), pipeline)?;
-    Ok(dir)
-}
-
-fn berth_run(ctx: &Ctx, dir: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(&ctx.berth);
-    c.current_dir(dir)
-        .arg("run")
-        .args(["--output", "/dev/shm/berth-bench-out"])
-        .args(extra);
-    c
-}
-
-fn clean_outputs() {
-    let _ = std::fs::remove_dir_all("/dev/shm/berth-bench-out");
-}
-
-fn trivial_job(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
+pub fn trivial_job(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
     let dir = project(
         ctx,
         "trivial",
@@ -89,7 +31,7 @@ fn trivial_job(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
     }])
 }
 
-fn ten_steps(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
+pub fn ten_steps(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
     let steps: String = (1..=10)
         .map(|i| format!("      - s{i}: \"true\"\n"))
         .collect();
@@ -101,7 +43,7 @@ fn ten_steps(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
         ),
     )?;
     let cli = format!(
-        "c=$(docker run -d {BUSYBOX} sleep 3600) && for i in 1 2 3 4 5 6 7 8 9 10; do docker exec $c true || exit 1; done; docker rm -f $c >/dev/null"
+        "c=$(docker run -d --label {BENCH_LABEL}=1 {BUSYBOX} sleep 3600) && for i in 1 2 3 4 5 6 7 8 9 10; do docker exec $c true || exit 1; done; docker rm -f $c >/dev/null"
     );
     let (a, b) = pair(
         ctx.reps,
@@ -121,7 +63,7 @@ fn ten_steps(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
     }])
 }
 
-fn log_throughput(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
+pub fn log_throughput(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
     let sizes: &[u64] = if ctx.quick {
         &[2_000_000]
     } else {
@@ -129,14 +71,18 @@ fn log_throughput(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
     };
     let line = "0123456789012345678901234567890123456789012345678901234567890123456789z";
     let mut out = Vec::new();
-    let container = String::from_utf8(
-        Command::new("docker")
-            .args(["run", "-d", BUSYBOX, "sleep", "3600"])
-            .output()?
-            .stdout,
-    )?
-    .trim()
-    .to_string();
+    let started = Command::new("docker")
+        .args(["run", "-d", "--label", &format!("{BENCH_LABEL}=1"), BUSYBOX])
+        .args(["sleep", "3600"])
+        .output()?;
+    if !started.status.success() {
+        super::remove_labelled();
+        anyhow::bail!(
+            "docker run -d: {}",
+            String::from_utf8_lossy(&started.stderr).trim()
+        );
+    }
+    let container = String::from_utf8(started.stdout)?.trim().to_string();
     for &size in sizes {
         let generator = format!("yes {line} | head -c {size}");
         let dir = project(
@@ -180,7 +126,7 @@ fn log_throughput(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
     Ok(out)
 }
 
-fn parallel_jobs(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
+pub fn parallel_jobs(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
     let n = if ctx.quick { 4 } else { 20 };
     let jobs: String = (1..=n)
         .map(|i| format!("  j{i}:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - t: \"true\"\n"))
@@ -194,7 +140,6 @@ fn parallel_jobs(ctx: &Ctx) -> anyhow::Result<Vec<Result>> {
         || run(sh(&cli)),
     )?;
     clean_outputs();
-    let _ = Duration::ZERO;
     Ok(vec![Result {
         scenario: format!("7. {n} parallel jobs"),
         berth_label: format!("`berth run --parallel {n}` of {n} independent trivial jobs"),

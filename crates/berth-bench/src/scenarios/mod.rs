@@ -1,0 +1,80 @@
+//! The scenarios of the benchmark issue, one file per group. Each returns one report row per size
+//! or variant.
+
+mod docker;
+mod jobs;
+mod proxy;
+mod server;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+pub use crate::load::BENCH_LABEL;
+use crate::report::Result;
+
+pub const BUSYBOX: &str = "berth-test/busybox:latest";
+
+pub struct Ctx {
+    pub berth: PathBuf,
+    pub work: PathBuf,
+    pub quick: bool,
+    pub reps: usize,
+}
+
+pub struct Scenario {
+    pub name: &'static str,
+    pub run: fn(&Ctx) -> anyhow::Result<Vec<Result>>,
+}
+
+pub fn all() -> Vec<Scenario> {
+    let s = |name, run| Scenario { name, run };
+    vec![
+        s("trivial-job", jobs::trivial_job),
+        s("ten-steps", jobs::ten_steps),
+        s("log-throughput", jobs::log_throughput),
+        s("proxy-api", proxy::proxy_api),
+        s("docker-in-job", docker::docker_in_job),
+        s("dind-readiness", docker::dind_readiness),
+        s("parallel-jobs", jobs::parallel_jobs),
+        s("server", server::server),
+    ]
+}
+
+/// A project directory holding `pipeline`.
+fn project(ctx: &Ctx, name: &str, pipeline: &str) -> anyhow::Result<PathBuf> {
+    let dir = ctx.work.join(name);
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("screwdriver.yaml"), pipeline)?;
+    Ok(dir)
+}
+
+fn berth_run(ctx: &Ctx, dir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(&ctx.berth);
+    c.current_dir(dir)
+        .arg("run")
+        .args(["--output", "/dev/shm/berth-bench-out"])
+        .args(extra);
+    c
+}
+
+fn clean_outputs() {
+    let _ = std::fs::remove_dir_all("/dev/shm/berth-bench-out");
+}
+
+/// Removes every container the benchmark created itself (they carry [`BENCH_LABEL`]): run
+/// before and after the scenarios, so a failed scenario leaves nothing on the daemon.
+pub fn remove_labelled() {
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={BENCH_LABEL}")])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let ids: Vec<&str> = ids.split_whitespace().collect();
+    if !ids.is_empty() {
+        let _ = Command::new("docker")
+            .args(["rm", "-f"])
+            .args(&ids)
+            .stdout(std::process::Stdio::null())
+            .status();
+    }
+}

@@ -1,0 +1,6 @@
+//! See `berth_proxy::fuzzing::request_target`: the proxy must refuse or accept, never panic.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| berth_proxy::fuzzing::request_target(data));
