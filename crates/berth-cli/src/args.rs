@@ -107,6 +107,17 @@ pub enum DockerModeArg {
     Scoped,
 }
 
+impl From<DockerModeArg> for berth_runner::DefaultDockerMode {
+    fn from(m: DockerModeArg) -> Self {
+        match m {
+            DockerModeArg::None => berth_runner::DefaultDockerMode::None,
+            DockerModeArg::Socket => berth_runner::DefaultDockerMode::Socket,
+            DockerModeArg::Dind => berth_runner::DefaultDockerMode::Dind,
+            DockerModeArg::Scoped => berth_runner::DefaultDockerMode::Scoped,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum EventArg {
     Commit,

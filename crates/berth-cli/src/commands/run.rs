@@ -6,11 +6,11 @@ use std::time::Duration;
 
 use berth_engine::{Engine, Owner};
 use berth_pipeline::{Event, Start};
-use berth_runner::{DefaultDockerMode, PullPolicy, RunOptions};
+use berth_runner::{PullPolicy, RunOptions};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::args::{DockerModeArg, EventArg, PullArg, RunArgs};
+use crate::args::{EventArg, PullArg, RunArgs};
 use crate::render::Renderer;
 use crate::{ExitCode, Failure};
 
@@ -88,12 +88,7 @@ pub(crate) async fn run(docker_host: Option<&str>, args: RunArgs) -> Result<Exit
     opts.params = params;
     opts.default_timeout = args.timeout;
     opts.stop_grace = Duration::from_secs(args.stop_grace);
-    opts.default_docker_mode = match args.docker_mode {
-        DockerModeArg::None => DefaultDockerMode::None,
-        DockerModeArg::Socket => DefaultDockerMode::Socket,
-        DockerModeArg::Dind => DefaultDockerMode::Dind,
-        DockerModeArg::Scoped => DefaultDockerMode::Scoped,
-    };
+    opts.default_docker_mode = args.docker_mode.into();
     opts.dind_image = args.dind_image.clone();
     opts.service_timeout = args.service_timeout;
 

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use berth_engine::Engine;
-use clap::{Args, ValueEnum};
+use clap::Args;
+
+use crate::args::DockerModeArg;
 
 use crate::{ExitCode, Failure};
 
@@ -42,14 +44,6 @@ pub struct ServeArgs {
     pub tls_key: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum DockerModeArg {
-    None,
-    Socket,
-    Dind,
-    Scoped,
-}
-
 pub(crate) async fn serve(docker_host: Option<&str>, args: ServeArgs) -> Result<ExitCode, Failure> {
     if args.max_builds == 0 {
         return Err(Failure::usage("--max-builds must be at least 1"));
@@ -75,12 +69,7 @@ pub(crate) async fn serve(docker_host: Option<&str>, args: ServeArgs) -> Result<
     config.git_image = args.git_image;
     let scheme = if tls.is_some() { "https" } else { "http" };
     config.tls = tls;
-    config.default_docker_mode = match args.docker_mode {
-        DockerModeArg::None => berth_runner::DefaultDockerMode::None,
-        DockerModeArg::Socket => berth_runner::DefaultDockerMode::Socket,
-        DockerModeArg::Dind => berth_runner::DefaultDockerMode::Dind,
-        DockerModeArg::Scoped => berth_runner::DefaultDockerMode::Scoped,
-    };
+    config.default_docker_mode = args.docker_mode.into();
     let started = berth_server::start(config, engine)
         .await
         .map_err(|e| Failure::infra(e.to_string()))?;

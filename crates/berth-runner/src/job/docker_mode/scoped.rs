@@ -12,15 +12,10 @@
 
 use std::path::PathBuf;
 
-use berth_engine::Mount;
 use berth_proxy::{Policy, ProxyConfig, ScopedProxy, Workspace};
 
 use super::{JobDocker, socket};
 use crate::job::{Context, JobError};
-use crate::source::Layout;
-
-/// Where the endpoint appears inside the job.
-const SOCKET_IN_JOB: &str = "/var/run/docker.sock";
 
 /// What scoped mode set up for a job, for its end.
 pub(crate) struct Session {
@@ -115,28 +110,15 @@ pub(crate) async fn prepare(
         ))
     });
     // Hand the session back even on error so cleanup reaps what was started.
-    let docker = JobDocker {
-        env: vec![
-            format!("DOCKER_HOST=unix://{SOCKET_IN_JOB}"),
+    let docker = socket::socket_at_workspace(
+        &listen,
+        &dir,
+        vec![
             // The endpoint serves the classic builder; BuildKit's session protocol is refused.
             "DOCKER_BUILDKIT=0".to_string(),
             "COMPOSE_DOCKER_CLI_BUILD=0".to_string(),
         ],
-        mounts: vec![
-            Mount::Bind {
-                source: listen.display().to_string(),
-                target: SOCKET_IN_JOB.into(),
-                read_only: false,
-            },
-            Mount::Bind {
-                source: dir.clone(),
-                target: dir.clone(),
-                read_only: false,
-            },
-        ],
-        files: Vec::new(),
-        layout: Some(Layout { workspace: dir }),
-    };
+    );
     match network {
         Ok(net) => Ok((docker, session, net)),
         Err(e) => {

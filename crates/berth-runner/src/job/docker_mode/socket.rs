@@ -64,6 +64,33 @@ pub(crate) fn create_host_workspace(object_name: &str) -> Result<PathBuf, JobErr
     Ok(host_dir)
 }
 
+/// What socket and scoped modes give the job container: a Docker socket (`socket`, on the host)
+/// at `/var/run/docker.sock` with `DOCKER_HOST` pointing there, plus `env`, and the host
+/// workspace `dir` mounted at the same absolute path.
+pub(crate) fn socket_at_workspace(socket: &Path, dir: &str, env: Vec<String>) -> JobDocker {
+    let mut all = vec![format!("DOCKER_HOST=unix://{SOCKET_IN_JOB}")];
+    all.extend(env);
+    JobDocker {
+        env: all,
+        mounts: vec![
+            Mount::Bind {
+                source: socket.display().to_string(),
+                target: SOCKET_IN_JOB.into(),
+                read_only: false,
+            },
+            Mount::Bind {
+                source: dir.to_string(),
+                target: dir.to_string(),
+                read_only: false,
+            },
+        ],
+        files: Vec::new(),
+        layout: Some(Layout {
+            workspace: dir.to_string(),
+        }),
+    }
+}
+
 /// A compose project name unique to the job: lowercase letters, digits, `-` and `_`.
 pub(crate) fn compose_project(object_name: &str) -> String {
     object_name
@@ -94,26 +121,11 @@ pub(crate) async fn prepare(
         .map(|c| c.id)
         .collect();
     let compose_project = compose_project(&name);
-    let docker = JobDocker {
-        env: vec![
-            format!("DOCKER_HOST=unix://{SOCKET_IN_JOB}"),
-            format!("COMPOSE_PROJECT_NAME={compose_project}"),
-        ],
-        mounts: vec![
-            Mount::Bind {
-                source: socket.display().to_string(),
-                target: SOCKET_IN_JOB.into(),
-                read_only: false,
-            },
-            Mount::Bind {
-                source: dir.clone(),
-                target: dir.clone(),
-                read_only: false,
-            },
-        ],
-        files: Vec::new(),
-        layout: Some(Layout { workspace: dir }),
-    };
+    let docker = socket_at_workspace(
+        &socket,
+        &dir,
+        vec![format!("COMPOSE_PROJECT_NAME={compose_project}")],
+    );
     ctx.warn(
         job,
         "docker: socket gives this job root-level control of the host's Docker daemon (use docker: dind to isolate it)".to_string(),
