@@ -46,6 +46,11 @@ pub async fn reap_dead_owners(
     Ok((dead, report))
 }
 
+/// Passes over the daemon until one is clean: a process killed mid-request can have a create
+/// still in flight (a container appears on a network after the containers were listed), and
+/// several reapers may work at once. Failures of the last pass are reported.
+const PASSES: usize = 3;
+
 async fn reap_matching(
     engine: &dyn Engine,
     key: &str,
@@ -53,18 +58,27 @@ async fn reap_matching(
     mut keep: impl FnMut(&LabelledObject) -> bool,
 ) -> Result<ReapReport, EngineError> {
     let mut report = ReapReport::default();
-    for kind in [
-        ObjectKind::Container,
-        ObjectKind::Network,
-        ObjectKind::Volume,
-    ] {
-        let objects: Vec<_> = engine
-            .list_labelled(kind, key, value)
-            .await?
-            .into_iter()
-            .filter(&mut keep)
-            .collect();
-        report.absorb(remove_all(engine, objects).await);
+    for pass in 1..=PASSES {
+        let mut this = ReapReport::default();
+        for kind in [
+            ObjectKind::Container,
+            ObjectKind::Network,
+            ObjectKind::Volume,
+        ] {
+            let objects: Vec<_> = engine
+                .list_labelled(kind, key, value)
+                .await?
+                .into_iter()
+                .filter(&mut keep)
+                .collect();
+            this.absorb(remove_all(engine, objects).await);
+        }
+        report.removed.extend(this.removed);
+        if this.failed.is_empty() || pass == PASSES {
+            report.failed = this.failed;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
     Ok(report)
 }
