@@ -132,20 +132,7 @@ impl Engine for DockerEngine {
             .list_containers(Some(opts))
             .await
             .map_err(|e| EngineError::from_bollard(e, || "container list".into()))?;
-        Ok(list
-            .into_iter()
-            .map(|c| LabelledObject {
-                kind: ObjectKind::Container,
-                id: c.id.unwrap_or_default(),
-                name: c
-                    .names
-                    .and_then(|n| n.into_iter().next())
-                    .unwrap_or_default()
-                    .trim_start_matches('/')
-                    .to_string(),
-                labels: c.labels.unwrap_or_default().into_iter().collect(),
-            })
-            .collect())
+        Ok(list.into_iter().map(container_object).collect())
     }
 
     async fn list_labelled(
@@ -174,17 +161,7 @@ impl Engine for DockerEngine {
                     .await
                     .map_err(err)?
                     .into_iter()
-                    .map(|c| LabelledObject {
-                        kind,
-                        id: c.id.unwrap_or_default(),
-                        name: c
-                            .names
-                            .and_then(|n| n.into_iter().next())
-                            .unwrap_or_default()
-                            .trim_start_matches('/')
-                            .to_string(),
-                        labels: to_labels(c.labels),
-                    })
+                    .map(container_object)
                     .collect()
             }
             ObjectKind::Network => {
@@ -224,5 +201,20 @@ impl Engine for DockerEngine {
                     .collect()
             }
         })
+    }
+}
+
+/// A container as berth sees it in lists: full id, first name without the leading `/`, labels.
+fn container_object(c: bollard::models::ContainerSummary) -> LabelledObject {
+    LabelledObject {
+        kind: ObjectKind::Container,
+        id: c.id.unwrap_or_default(),
+        name: c
+            .names
+            .and_then(|n| n.into_iter().next())
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        labels: c.labels.unwrap_or_default().into_iter().collect(),
     }
 }

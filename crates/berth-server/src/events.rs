@@ -60,6 +60,21 @@ impl EventLog {
     }
 
     /// Commits `update` and its event, then announces the event. Returns the event id.
+    /// Records a status change of a build that gives no owner (the common case).
+    pub async fn set_status(
+        &self,
+        build_id: i64,
+        status: &str,
+        message: Option<&str>,
+    ) -> Result<i64, sqlx::Error> {
+        let update = Update::Status {
+            status,
+            message,
+            owner: None,
+        };
+        self.record(build_id, update).await
+    }
+
     pub async fn record(&self, build_id: i64, update: Update<'_>) -> Result<i64, sqlx::Error> {
         let data = event_json(build_id, &update).to_string();
         let _guard = self.writer.lock().await;

@@ -69,18 +69,7 @@ pub async fn run_build(state: AppState, id: i64, owner: Owner, cancel: Cancellat
     // Let the daemon's last events (die, destroy) arrive, then stop watching.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     watcher.abort();
-    if let Err(e) = state
-        .log
-        .record(
-            id,
-            Update::Status {
-                status,
-                message: message.as_deref(),
-                owner: None,
-            },
-        )
-        .await
-    {
+    if let Err(e) = state.log.set_status(id, status, message.as_deref()).await {
         tracing::error!("build {id}: failed to record its end: {e}");
     }
     drop(owner);

@@ -105,14 +105,7 @@ pub async fn cancel(state: &AppState, build: i64) -> Result<Cancelled, sqlx::Err
         state.queue.take_secrets(build);
         state
             .log
-            .record(
-                build,
-                Update::Status {
-                    status: "cancelled",
-                    message: Some("cancelled while queued"),
-                    owner: None,
-                },
-            )
+            .set_status(build, "cancelled", Some("cancelled while queued"))
             .await?;
         return Ok(Cancelled::Dequeued);
     }
@@ -150,17 +143,7 @@ async fn start_ready(state: &AppState) -> Result<(), sqlx::Error> {
             Ok(o) => o,
             Err(e) => {
                 let message = format!("failed to register the build's owner lock: {e}");
-                state
-                    .log
-                    .record(
-                        id,
-                        Update::Status {
-                            status: "error",
-                            message: Some(&message),
-                            owner: None,
-                        },
-                    )
-                    .await?;
+                state.log.set_status(id, "error", Some(&message)).await?;
                 continue;
             }
         };

@@ -4,7 +4,6 @@
 
 use berth_engine::labels;
 
-use crate::events::Update;
 use crate::{AppState, ServerError};
 
 /// What recovery found and did.
@@ -42,17 +41,7 @@ pub async fn recover(state: &AppState) -> Result<Recovered, ServerError> {
                 Err(e) => note += &format!("; failed to remove what it left: {e}"),
             }
         }
-        state
-            .log
-            .record(
-                id,
-                Update::Status {
-                    status: "interrupted",
-                    message: Some(&note),
-                    owner: None,
-                },
-            )
-            .await?;
+        state.log.set_status(id, "interrupted", Some(&note)).await?;
         out.interrupted.push(id);
     }
     let half: Vec<i64> = sqlx::query_scalar("SELECT id FROM builds WHERE status = 'submitting'")
@@ -61,13 +50,10 @@ pub async fn recover(state: &AppState) -> Result<Recovered, ServerError> {
     for id in half {
         state
             .log
-            .record(
+            .set_status(
                 id,
-                Update::Status {
-                    status: "error",
-                    message: Some("the server stopped while this build was being submitted"),
-                    owner: None,
-                },
+                "error",
+                Some("the server stopped while this build was being submitted"),
             )
             .await?;
     }
@@ -82,16 +68,13 @@ pub async fn recover(state: &AppState) -> Result<Recovered, ServerError> {
         if has_secrets {
             state
                 .log
-                .record(
+                .set_status(
                     id,
-                    Update::Status {
-                        status: "error",
-                        message: Some(
-                            "its secret values were held in memory only and were lost when the \
+                    "error",
+                    Some(
+                        "its secret values were held in memory only and were lost when the \
                              server restarted; submit it again",
-                        ),
-                        owner: None,
-                    },
+                    ),
                 )
                 .await?;
         } else {

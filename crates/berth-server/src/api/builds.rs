@@ -13,7 +13,6 @@ use serde_json::json;
 use super::ApiError;
 use crate::auth::Caller;
 use crate::db::now_ms;
-use crate::events::Update;
 use crate::request::{BuildRequest, SourceSpec, parse_docker_mode, parse_event};
 use crate::{AppState, db, queue};
 
@@ -191,17 +190,7 @@ async fn enqueue(
         None => {}
     }
     state.queue.set_secrets(id, secrets);
-    state
-        .log
-        .record(
-            id,
-            Update::Status {
-                status: "queued",
-                message: None,
-                owner: None,
-            },
-        )
-        .await?;
+    state.log.set_status(id, "queued", None).await?;
     state.queue.wake();
     Ok(id)
 }
