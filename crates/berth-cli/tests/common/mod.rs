@@ -8,30 +8,12 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-pub const BUSYBOX: &str = "berth-test/busybox:latest";
-pub const DEBIAN: &str = "berth-test/debian:bookworm";
-
-/// Whether the Docker suite can run; see the module docs.
-pub fn docker() -> bool {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", BUSYBOX, DEBIAN])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    let why = "no Docker daemon with the test images (run scripts/ensure-docker and scripts/build-test-images)";
-    if std::env::var("BERTH_REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
-        panic!("BERTH_REQUIRE_DOCKER=1 but {why}");
-    }
-    eprintln!("\n!!!!! SKIPPED: {why} !!!!!\n");
-    false
-}
+// Each test binary uses a different part of the kit.
+#[allow(unused_imports)]
+pub use berth_testkit::{BUSYBOX, DEBIAN, assert_owner_clean, docker, labelled};
 
 pub fn berth_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_berth"))
@@ -199,41 +181,6 @@ impl Run {
     pub fn assert_nothing_left(&self) {
         assert_owner_clean(&self.owner());
     }
-}
-
-/// Asserts nothing labelled with `owner` remains (containers, networks, volumes).
-pub fn assert_owner_clean(owner: &str) {
-    let left = labelled(&format!("io.berth.owner={owner}"));
-    assert!(
-        left.is_empty(),
-        "objects of owner {owner} left on the daemon: {left:?}"
-    );
-}
-
-/// Names of containers, networks and volumes carrying `label` (`key` or `key=value`).
-pub fn labelled(label: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for (kind, fmt) in [
-        ("container", "{{.Names}}"),
-        ("network", "{{.Name}}"),
-        ("volume", "{{.Name}}"),
-    ] {
-        let args: Vec<String> = match kind {
-            "container" => vec!["ps".into(), "-a".into()],
-            k => vec![k.into(), "ls".into()],
-        };
-        let o = Command::new("docker")
-            .args(&args)
-            .args(["--filter", &format!("label={label}"), "--format", fmt])
-            .output()
-            .expect("docker");
-        out.extend(
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(|l| format!("{kind} {l}")),
-        );
-    }
-    out
 }
 
 /// Polls `f` until it returns Some, up to `limit`.

@@ -15,27 +15,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-pub const BUSYBOX: &str = "berth-test/busybox:latest";
-pub const DEBIAN: &str = "berth-test/debian:bookworm";
-
-/// Whether the Docker suite can run; see the module docs.
-pub fn docker() -> bool {
-    let ok = Command::new("docker")
-        .args(["image", "inspect", BUSYBOX, DEBIAN])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if ok {
-        return true;
-    }
-    let why = "no Docker daemon with the test images (run scripts/ensure-docker and scripts/build-test-images)";
-    if std::env::var("BERTH_REQUIRE_DOCKER").is_ok_and(|v| v == "1") {
-        panic!("BERTH_REQUIRE_DOCKER=1 but {why}");
-    }
-    eprintln!("\n!!!!! SKIPPED: {why} !!!!!\n");
-    false
-}
+// Each test binary uses a different part of the kit.
+#[allow(unused_imports)]
+pub use berth_testkit::{BUSYBOX, DEBIAN, assert_owner_clean, docker, labelled};
 
 /// The body of the `server_child` test: serve when asked to, else do nothing.
 pub fn child_main() {
@@ -306,38 +288,6 @@ pub fn is_final_event(v: &Value) -> bool {
             v["status"].as_str(),
             Some("queued" | "running" | "submitting")
         )
-}
-
-/// Names of containers, networks and volumes carrying `label` (`key` or `key=value`).
-pub fn labelled(label: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for (kind, args) in [
-        ("container", vec!["ps", "-a"]),
-        ("network", vec!["network", "ls"]),
-        ("volume", vec!["volume", "ls"]),
-    ] {
-        let fmt = if kind == "container" {
-            "{{.Names}}"
-        } else {
-            "{{.Name}}"
-        };
-        let o = Command::new("docker")
-            .args(&args)
-            .args(["--filter", &format!("label={label}"), "--format", fmt])
-            .output()
-            .expect("docker");
-        out.extend(
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .map(|l| format!("{kind} {l}")),
-        );
-    }
-    out
-}
-
-pub fn assert_owner_clean(owner: &str) {
-    let left = labelled(&format!("io.berth.owner={owner}"));
-    assert!(left.is_empty(), "objects of owner {owner} left: {left:?}");
 }
 
 /// A tar of the given (path, content) files.
