@@ -115,7 +115,11 @@ pub(crate) async fn run(docker_host: Option<&str>, args: RunArgs) -> Result<Exit
     let render = tokio::task::spawn_blocking(move || renderer.consume(rx));
     let result = berth_runner::run(engine.clone(), &owner, &pipeline, opts, tx, cancel).await;
     let _ = render.await;
-    reap_own_leftovers(engine.as_ref(), owner.id()).await;
+    // Jobs remove what they create; only an infrastructure failure (a daemon that went away
+    // mid-run) can leave anything of this run behind.
+    if matches!(&result, Ok(summary) if summary.exit_code() == ExitCode::Infrastructure as i32) {
+        reap_own_leftovers(engine.as_ref(), owner.id()).await;
+    }
     if let Ok(Ok((_, report))) = gc.await
         && !report.removed.is_empty()
     {
