@@ -670,6 +670,18 @@ impl Handler<'_> {
     pub(super) fn scope_label(&self) -> String {
         format!("{}={}", crate::scope::SCOPE_LABEL, self.scope().name())
     }
+
+    /// The query `?filters=…` of a list or prune: the client's filters, re-serialized, with the
+    /// scope's label filter appended (label filters AND on the daemon).
+    pub(super) fn scoped_filters_query(&self) -> Result<String, Refusal> {
+        let f = self.q.single("filters")?.unwrap_or("");
+        Ok(QueryOut::new()
+            .push(
+                "filters",
+                &reserialize_filters(f, Some(&self.scope_label()))?,
+            )
+            .finish())
+    }
 }
 
 /// `repo:tag` → (`repo`, `tag`), the tag defaulting to `latest`.

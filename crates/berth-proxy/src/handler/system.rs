@@ -66,13 +66,7 @@ impl Handler<'_> {
     /// Prunes run on the daemon with the scope's label filter appended (label filters AND), so
     /// only the scope's objects can match; a job's own `label!=` filters are kept.
     pub(super) async fn prune(&self, kind: &str) -> Answer {
-        let f = self.q.single("filters")?.unwrap_or("");
-        let qs = QueryOut::new()
-            .push(
-                "filters",
-                &reserialize_filters(f, Some(&self.scope_label()))?,
-            )
-            .finish();
+        let qs = self.scoped_filters_query()?;
         let path = format!("{}{qs}", self.path(&[kind, "prune"]));
         self.rewritten(Method::POST, &path, None, |_, _| {}).await
     }

@@ -49,13 +49,7 @@ impl Handler<'_> {
     }
 
     pub(super) async fn volume_list(&self) -> Answer {
-        let f = self.q.single("filters")?.unwrap_or("");
-        let qs = QueryOut::new()
-            .push(
-                "filters",
-                &reserialize_filters(f, Some(&self.scope_label()))?,
-            )
-            .finish();
+        let qs = self.scoped_filters_query()?;
         self.rewritten(
             Method::GET,
             &format!("{}{qs}", self.path(&["volumes"])),
