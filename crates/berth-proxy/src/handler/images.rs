@@ -117,7 +117,7 @@ impl Handler<'_> {
         if !matches!(q.single("version")?.unwrap_or("1"), "" | "1") {
             return Err(Refusal::rule(
                 rules::BUILD_HOST,
-                "BuildKit builds are not available through the scoped socket yet (set DOCKER_BUILDKIT=0)",
+                "BuildKit builds are refused through the scoped socket (the engine's BuildKit gives build steps the host's network); set DOCKER_BUILDKIT=0, or use `docker: dind`",
             ));
         }
         for k in ["isolation", "outputs", "session", "squash"] {
