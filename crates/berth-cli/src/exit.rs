@@ -73,12 +73,34 @@ impl std::fmt::Display for Failure {
 
 impl From<berth_engine::EngineError> for Failure {
     fn from(e: berth_engine::EngineError) -> Failure {
-        let f = Failure::infra(e.to_string());
+        let f = Failure::infra(e.to_string().trim_end().to_string());
         match e {
-            berth_engine::EngineError::Unreachable { .. } => f.with_hint(
-                "check that dockerd is running (`docker info`), or point --docker-host / DOCKER_HOST at it",
-            ),
+            berth_engine::EngineError::Unreachable { address, reason } => {
+                f.with_hint(unreachable_hint(&address, &reason))
+            }
             _ => f,
         }
     }
+}
+
+/// What to fix when the daemon cannot be reached, from what went wrong.
+fn unreachable_hint(address: &berth_engine::DaemonAddress, reason: &str) -> String {
+    let r = reason.to_ascii_lowercase();
+    if r.contains("http request to an https server") {
+        return "the daemon requires TLS: set DOCKER_TLS_VERIFY=1 and DOCKER_CERT_PATH to the \
+                directory with ca.pem, cert.pem and key.pem"
+            .to_string();
+    }
+    if let Some(tls) = &address.tls
+        && (r.contains("certificate") || r.contains("tls") || r.contains("pem"))
+    {
+        let dir = tls.ca.parent().unwrap_or(std::path::Path::new("."));
+        return format!(
+            "check the TLS files in {} (ca.pem, cert.pem, key.pem; DOCKER_CERT_PATH), or unset \
+             DOCKER_TLS_VERIFY if the daemon does not use TLS",
+            dir.display()
+        );
+    }
+    "check that dockerd is running (`docker info`), or point --docker-host / DOCKER_HOST at it"
+        .to_string()
 }
