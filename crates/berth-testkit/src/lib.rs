@@ -1,8 +1,9 @@
 //! Helpers every Docker test suite of berth shares (dev-dependency only).
 //!
 //! Owns: the gate a Docker test calls first ([`docker`]: a loud SKIP without a daemon and the
-//! test images, a panic instead under `BERTH_REQUIRE_DOCKER=1`), the local test image names, and
-//! the leftover checks on `io.berth.*` labels. Must not: know about any berth crate.
+//! test images, a panic instead under `BERTH_REQUIRE_DOCKER=1`), the local test image names,
+//! the leftover checks on `io.berth.*` labels, and a private daemon for tests that restart one
+//! ([`PrivateDaemon`]). Must not: know about any berth crate.
 
 use std::process::{Command, Stdio};
 
@@ -60,3 +61,6 @@ pub fn assert_owner_clean(owner: &str) {
         "objects of owner {owner} left on the daemon: {left:?}"
     );
 }
+
+mod private_daemon;
+pub use private_daemon::{PrivateDaemon, is_root, private_daemon_or_skip};
