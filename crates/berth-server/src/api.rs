@@ -101,6 +101,10 @@ pub(crate) fn open_routes() -> Vec<(
 }
 
 pub(crate) fn router(state: AppState) -> Router {
+    let limits = crate::body::Limits {
+        max: state.config.max_body,
+        timeout: state.config.body_timeout,
+    };
     let mut api = Router::new();
     for (path, _, handler) in api_routes() {
         api = api.route(path, handler);
@@ -116,40 +120,15 @@ pub(crate) fn router(state: AppState) -> Router {
     open.merge(api)
         .merge(crate::ui::routes())
         .fallback(|| async { ApiError::not_found("no such page or API route") })
-        // Uploaded source trees arrive base64-encoded in the JSON body.
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(axum::middleware::from_fn(refuse_declared_oversize))
+        // Uploaded source trees arrive base64-encoded in the JSON body; `submit` spools that
+        // to a file itself, other extractors buffer at most this much.
+        .layer(axum::extract::DefaultBodyLimit::max(limits.max as usize))
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            crate::body::bound,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-/// The largest request body (uploaded source trees arrive base64-encoded in JSON).
-const MAX_BODY: usize = 512 * 1024 * 1024;
-
-/// Answers 413 at once to a request whose Content-Length is over [`MAX_BODY`], instead of
-/// waiting for (and reading) a body that would be refused anyway.
-async fn refuse_declared_oversize(
-    req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> Response {
-    let declared = req
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if let Some(len) = declared
-        && len > MAX_BODY as u64
-    {
-        return ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the request body ({len} bytes) is over the limit of {} MiB",
-                MAX_BODY >> 20
-            ),
-        )
-        .into_response();
-    }
-    next.run(req).await
 }
 
 async fn healthz(

@@ -8,6 +8,8 @@
 
 mod api;
 pub mod auth;
+mod body;
+mod conn;
 mod db;
 mod error;
 mod events;
@@ -25,6 +27,7 @@ mod ui;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth_engine::Engine;
 use berth_runner::DefaultDockerMode;
@@ -49,6 +52,14 @@ pub struct Config {
     pub parallel: Option<usize>,
     /// Serve HTTPS with this certificate and key instead of plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// The largest request body in bytes (a source upload is base64 in JSON): 413 beyond it.
+    pub max_body: u64,
+    /// A request body must have arrived completely this long after the handler starts reading
+    /// it; else 408 and the connection is closed (a client that trickles or stalls).
+    pub body_timeout: Duration,
+    /// A connection whose client accepts no byte of the answer for this long is closed (an SSE
+    /// or log watcher that stopped reading; it reconnects with `Last-Event-ID`).
+    pub stall_timeout: Duration,
 }
 
 impl Config {
@@ -61,6 +72,9 @@ impl Config {
             default_docker_mode: DefaultDockerMode::Scoped,
             parallel: None,
             tls: None,
+            max_body: 512 * 1024 * 1024,
+            body_timeout: Duration::from_secs(300),
+            stall_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -148,10 +162,12 @@ pub async fn start(config: Config, engine: Arc<dyn Engine>) -> Result<Started, S
         })?;
     let addr = listener.local_addr()?;
     let queue = state.queue.clone();
+    let stall = state.config.stall_timeout;
     let app = api::router(state);
+    let limits = conn::Limits { stall };
     let serve = match acceptor {
-        Some(acceptor) => tokio::spawn(tls::serve(listener, acceptor, app)),
-        None => tokio::spawn(async move { axum::serve(listener, app).await }),
+        Some(acceptor) => tokio::spawn(tls::serve(listener, acceptor, app, limits)),
+        None => tokio::spawn(conn::serve(listener, app, limits)),
     };
     Ok(Started {
         addr,

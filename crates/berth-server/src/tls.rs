@@ -53,6 +53,7 @@ pub(crate) async fn serve(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     app: axum::Router,
+    limits: crate::conn::Limits,
 ) -> std::io::Result<()> {
     loop {
         let (tcp, _) = listener.accept().await?;
@@ -65,11 +66,7 @@ pub(crate) async fn serve(
             let Ok(Ok(stream)) = handshake.await else {
                 return;
             };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .with_upgrades()
-                .await;
+            crate::conn::serve_connection(stream, app, limits).await;
         });
     }
 }

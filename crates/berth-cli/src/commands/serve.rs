@@ -42,11 +42,26 @@ pub struct ServeArgs {
     /// The PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// The largest request body (a source upload, base64 in JSON), in MiB; larger ones get 413.
+    #[arg(long, value_name = "MIB", default_value_t = 512)]
+    pub max_body_mib: u32,
+    /// Seconds a request body may take to arrive; a slower (or stalled) client gets 408.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub body_timeout: u32,
+    /// Seconds a client may accept no byte of an answer (SSE, log follow) before it is
+    /// disconnected; it reconnects with Last-Event-ID.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    pub stall_timeout: u32,
 }
 
 pub(crate) async fn serve(docker_host: Option<&str>, args: ServeArgs) -> Result<ExitCode, Failure> {
     if args.max_builds == 0 {
         return Err(Failure::usage("--max-builds must be at least 1"));
+    }
+    if args.max_body_mib == 0 || args.body_timeout == 0 || args.stall_timeout == 0 {
+        return Err(Failure::usage(
+            "--max-body-mib, --body-timeout and --stall-timeout must be at least 1",
+        ));
     }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(berth_server::TlsFiles {
@@ -70,6 +85,9 @@ pub(crate) async fn serve(docker_host: Option<&str>, args: ServeArgs) -> Result<
     let scheme = if tls.is_some() { "https" } else { "http" };
     config.tls = tls;
     config.default_docker_mode = args.docker_mode.into();
+    config.max_body = u64::from(args.max_body_mib) << 20;
+    config.body_timeout = std::time::Duration::from_secs(args.body_timeout.into());
+    config.stall_timeout = std::time::Duration::from_secs(args.stall_timeout.into());
     let started = berth_server::start(config, engine)
         .await
         .map_err(|e| Failure::infra(e.to_string()))?;

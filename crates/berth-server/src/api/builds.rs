@@ -6,7 +6,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -58,12 +57,40 @@ fn unprocessable(message: impl Into<String>) -> ApiError {
 }
 
 /// `POST /api/builds`: validates, stores and queues a build; answers 202 with its id.
+/// The body is spooled to a file under `<data>/tmp/` first (limit and deadline: `body`), and
+/// `source_tar` is decoded from there into the build's `source.tar` in pieces.
 pub async fn submit(
     State(state): State<AppState>,
     axum::Extension(caller): axum::Extension<Caller>,
-    body: Result<Json<Submit>, axum::extract::rejection::JsonRejection>,
+    headers: HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Response, ApiError> {
-    let Json(s) = body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let json = headers
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .is_some_and(|v| {
+            v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+        });
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "Expected request with `Content-Type: application/json`",
+        ));
+    }
+    let limits = crate::body::Limits {
+        max: state.config.max_body,
+        timeout: state.config.body_timeout,
+    };
+    let spooled = match crate::body::spool(body, &state.config.data, limits).await {
+        Ok(s) => s,
+        Err(answer) => return Ok(answer),
+    };
+    let data = state.config.data.clone();
+    let (s, tar) = tokio::task::spawn_blocking(move || parse_submission(&spooled, &data))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
     let file = s.file.clone().unwrap_or_else(|| "screwdriver.yaml".into());
     let pipeline = match berth_pipeline::parse(&s.pipeline, &file) {
         Ok(p) => p,
@@ -92,19 +119,9 @@ pub async fn submit(
             "unknown docker_mode `{m}`: use none, socket, dind or scoped"
         )));
     }
-    let tar = match &s.source_tar {
-        Some(b64) => Some(
-            base64::engine::general_purpose::STANDARD
-                .decode(b64.trim())
-                .map_err(|e| unprocessable(format!("source_tar is not base64: {e}")))?,
-        ),
-        None => None,
-    };
     let source = match (&tar, &s.git) {
         (Some(_), Some(_)) => return Err(unprocessable("give either source_tar or git, not both")),
-        (Some(t), None) => SourceSpec::Tar {
-            bytes: t.len() as u64,
-        },
+        (Some((_, bytes)), None) => SourceSpec::Tar { bytes: *bytes },
         (None, Some(g)) => {
             if g.url.trim().is_empty() {
                 return Err(unprocessable("git.url is empty"));
@@ -134,7 +151,7 @@ pub async fn submit(
         &s.pipeline,
         &request,
         &pipeline,
-        tar.as_deref().map(Upload::Bytes),
+        tar.as_ref().map(|(t, _)| Upload::Move(t)),
         s.secrets,
         &caller.0,
         None,
@@ -144,8 +161,41 @@ pub async fn submit(
 }
 
 enum Upload<'a> {
-    Bytes(&'a [u8]),
+    /// A decoded upload, renamed into the build's folder.
+    Move(&'a crate::body::Spooled),
     CopyOf(std::path::PathBuf),
+}
+
+/// Parses a spooled submission; decodes its `source_tar` to another spool file (with its size).
+fn parse_submission(
+    body: &crate::body::Spooled,
+    data: &std::path::Path,
+) -> Result<(Submit, Option<(crate::body::Spooled, u64)>), ApiError> {
+    let file = std::fs::File::open(&body.path)?;
+    let mut s: Submit = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Failed to deserialize the JSON body into the target type: {e}"),
+        )
+    })?;
+    let Some(b64) = s.source_tar.take() else {
+        return Ok((s, None));
+    };
+    let tar = crate::body::Spooled::new(data, "source")?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tar.path)?);
+    let mut decoder = base64::read::DecoderReader::new(
+        b64.trim().as_bytes(),
+        &base64::engine::general_purpose::STANDARD,
+    );
+    let bytes = match std::io::copy(&mut decoder, &mut out) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+            return Err(unprocessable(format!("source_tar is not base64: {e}")));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    std::io::Write::flush(&mut out)?;
+    Ok((s, Some((tar, bytes))))
 }
 
 /// Stores a build (`submitting` until its source is on disk), then queues it.
@@ -183,7 +233,9 @@ async fn enqueue(
     let dir = state.build_dir(id);
     std::fs::create_dir_all(&dir)?;
     match upload {
-        Some(Upload::Bytes(b)) => tokio::fs::write(dir.join("source.tar"), b).await?,
+        Some(Upload::Move(spooled)) => {
+            tokio::fs::rename(&spooled.path, dir.join("source.tar")).await?
+        }
         Some(Upload::CopyOf(from)) => {
             tokio::fs::copy(from, dir.join("source.tar")).await?;
         }

@@ -40,6 +40,16 @@ pub fn child_main() {
         config.max_builds = max;
         config.git_image = DEBIAN.to_string();
         config.default_docker_mode = berth_runner::DefaultDockerMode::None;
+        let env_u64 = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+        if let Some(ms) = env_u64("BERTH_TEST_BODY_TIMEOUT_MS") {
+            config.body_timeout = std::time::Duration::from_millis(ms);
+        }
+        if let Some(ms) = env_u64("BERTH_TEST_STALL_TIMEOUT_MS") {
+            config.stall_timeout = std::time::Duration::from_millis(ms);
+        }
+        if let Some(n) = env_u64("BERTH_TEST_MAX_UPLOAD") {
+            config.max_body = n;
+        }
         let started = berth_server::start(config, std::sync::Arc::new(engine))
             .await
             .expect("server starts");
@@ -70,8 +80,19 @@ pub struct Server {
 impl Server {
     /// Starts a server on `data`; `token` is reused across restarts (made on the first start).
     pub fn start(data: &Path, max_builds: usize, token: Option<&str>) -> Server {
+        Server::start_with(data, max_builds, token, &[])
+    }
+
+    /// [`Server::start`] with extra environment for the child (`BERTH_TEST_*` settings).
+    pub fn start_with(
+        data: &Path,
+        max_builds: usize,
+        token: Option<&str>,
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["server_child", "--exact", "--nocapture", "--test-threads=1"])
+            .envs(env.iter().copied())
             .env("BERTH_TEST_SERVER", data)
             .env("BERTH_TEST_MAX_BUILDS", max_builds.to_string())
             .stdout(Stdio::piped())
