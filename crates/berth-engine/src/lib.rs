@@ -23,7 +23,7 @@ pub use connect::{DaemonAddress, DockerEngine, install_crypto_provider};
 pub use error::EngineError;
 pub use events::DaemonEvent;
 pub use owner::Owner;
-pub use reap::{ReapReport, reap, reap_dead_owners, remove_all};
+pub use reap::{ReapReport, reap, reap_dead_owners, reap_when_reachable, remove_all};
 pub use types::*;
 
 use async_trait::async_trait;

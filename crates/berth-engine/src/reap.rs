@@ -103,3 +103,29 @@ pub async fn remove_all(engine: &dyn Engine, objects: Vec<LabelledObject>) -> Re
     }
     report
 }
+
+/// [`reap`], waiting up to `wait` for an unreachable daemon to answer again (a daemon that
+/// stopped or restarted under a run: the run's own removals failed, so what it left is still
+/// there once the daemon is back). `on_wait` is called once, with the connection error, when
+/// the first attempt cannot reach the daemon.
+pub async fn reap_when_reachable(
+    engine: &dyn Engine,
+    key: &str,
+    value: &str,
+    wait: std::time::Duration,
+    on_wait: impl FnOnce(&EngineError),
+) -> Result<ReapReport, EngineError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut on_wait = Some(on_wait);
+    loop {
+        match reap(engine, key, value).await {
+            Err(e) if e.is_connection() && tokio::time::Instant::now() < deadline => {
+                if let Some(f) = on_wait.take() {
+                    f(&e);
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            r => return r,
+        }
+    }
+}

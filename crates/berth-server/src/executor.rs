@@ -43,6 +43,10 @@ pub fn final_status(summary: &BuildSummary) -> &'static str {
     }
 }
 
+/// How long a build that lost the daemon waits for it, to remove what it left, before its end
+/// is recorded (then `berth gc` or the next start's recovery removes it).
+const DAEMON_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub async fn run_build(state: AppState, id: i64, owner: Owner, cancel: CancellationToken) {
     let watcher = watch_daemon(&state, id, &owner);
     let result = execute(&state, id, &owner, &cancel).await;
@@ -55,8 +59,29 @@ pub async fn run_build(state: AppState, id: i64, owner: Owner, cancel: Cancellat
         Err(_) if cancel.is_cancelled() => ("cancelled", None),
         Err(e) => ("error", Some(e.to_string())),
     };
-    // A safety net under the runner's own cleanup: nothing of this build may outlive it.
-    match berth_engine::reap(state.engine.as_ref(), labels::OWNER, owner.id()).await {
+    // A safety net under the runner's own cleanup: nothing of this build may outlive it. After
+    // the daemon went away mid-build (state `error`), the runner's removals failed; wait
+    // (bounded) for it to come back and remove what the build left then.
+    let wait = if status == "error" {
+        DAEMON_WAIT
+    } else {
+        std::time::Duration::ZERO
+    };
+    let waiting = |e: &berth_engine::EngineError| {
+        tracing::warn!(
+            "build {id}: {e}; waiting up to {} s for the daemon to remove what the build left",
+            DAEMON_WAIT.as_secs()
+        )
+    };
+    match berth_engine::reap_when_reachable(
+        state.engine.as_ref(),
+        labels::OWNER,
+        owner.id(),
+        wait,
+        waiting,
+    )
+    .await
+    {
         Ok(report) if !report.is_clean() => {
             tracing::warn!(
                 "build {id}: {} object(s) could not be removed",

@@ -143,42 +143,38 @@ const DAEMON_WAIT: Duration = Duration::from_secs(60);
 /// so wait (bounded) until it answers again and remove them now, rather than leaving them to
 /// the next `berth gc`.
 async fn reap_own_leftovers(engine: &dyn Engine, owner: &str) {
-    let deadline = tokio::time::Instant::now() + DAEMON_WAIT;
-    let mut told = false;
-    loop {
-        match berth_engine::reap(engine, berth_engine::labels::OWNER, owner).await {
-            Ok(report) => {
-                if !report.removed.is_empty() {
-                    eprintln!(
-                        "berth: removed {} object(s) this run left on the daemon",
-                        report.removed.len()
-                    );
-                }
-                for (o, e) in &report.failed {
-                    eprintln!(
-                        "berth: failed to remove {} {}: {e} (berth gc will retry)",
-                        o.kind, o.name
-                    );
-                }
-                return;
-            }
-            Err(e) if e.is_connection() && tokio::time::Instant::now() < deadline => {
-                if !told {
-                    eprintln!(
-                        "berth: {e}; waiting up to {} s for the daemon to remove what this run left",
-                        DAEMON_WAIT.as_secs()
-                    );
-                    told = true;
-                }
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => {
+    let waiting = |e: &berth_engine::EngineError| {
+        eprintln!(
+            "berth: {e}; waiting up to {} s for the daemon to remove what this run left",
+            DAEMON_WAIT.as_secs()
+        )
+    };
+    match berth_engine::reap_when_reachable(
+        engine,
+        berth_engine::labels::OWNER,
+        owner,
+        DAEMON_WAIT,
+        waiting,
+    )
+    .await
+    {
+        Ok(report) => {
+            if !report.removed.is_empty() {
                 eprintln!(
-                    "berth: could not remove what this run left on the daemon: {e} (`berth gc` will)"
+                    "berth: removed {} object(s) this run left on the daemon",
+                    report.removed.len()
                 );
-                return;
+            }
+            for (o, e) in &report.failed {
+                eprintln!(
+                    "berth: failed to remove {} {}: {e} (berth gc will retry)",
+                    o.kind, o.name
+                );
             }
         }
+        Err(e) => eprintln!(
+            "berth: could not remove what this run left on the daemon: {e} (`berth gc` will)"
+        ),
     }
 }
 
