@@ -104,7 +104,8 @@ pub(crate) async fn bound(State(limits): State<Limits>, req: Request, next: Next
     response
 }
 
-/// A file under `<data>/tmp/`, removed when dropped unless kept.
+/// A file under `<data>/tmp/`, removed when dropped (a rename away keeps it).
+#[derive(Debug)]
 pub(crate) struct Spooled {
     pub path: PathBuf,
 }
