@@ -580,7 +580,7 @@ async fn stalled_sse_clients_keep_memory_bounded_and_are_dropped() {
     if !docker() {
         return;
     }
-    let stalled_n = 40;
+    let stalled_n = env_or("BERTH_SERVER_STALLED_CLIENTS", 40) as usize;
     let dir = tempdir();
     let data = dir.path().join("data");
     let server = Server::start_with(&data, 4, None, &[("BERTH_TEST_STALL_TIMEOUT_MS", "5000")]);
@@ -716,7 +716,10 @@ async fn stalled_sse_clients_keep_memory_bounded_and_are_dropped() {
         buffered_max / 1024
     );
     assert_eq!(closed + complete, stalled_n);
-    assert!(closed > 0, "no stalled connection was closed");
+    assert!(
+        stalled_n == 0 || closed > 0,
+        "no stalled connection was closed"
+    );
     assert!(
         peak < baseline + 128 * 1024,
         "the server's peak RSS grew by {} MiB",
