@@ -264,6 +264,9 @@ async fn sigkill_loop_every_build_final_log_kept_nothing_left() {
             }
         }
         let snapshot = seen.lock().unwrap().clone();
+        // As if an upload were being received at the kill: its spool file is removed at start.
+        std::fs::create_dir_all(data.join("tmp")).unwrap();
+        std::fs::write(data.join("tmp").join("upload-killed"), b"{\"pipeline\": \"").unwrap();
         server.kill9();
         watcher.abort();
         let running_at_kill = db_builds(&data)
@@ -376,6 +379,10 @@ async fn check_after_restart(
             );
         }
     }
+    assert!(
+        !data.join("tmp").join("upload-killed").exists(),
+        "a half-received upload survived the restart"
+    );
     for (id, status, owner) in db_builds(data).await {
         assert_ne!(status, "submitting", "build {id}");
         if db_is_final(&status)
