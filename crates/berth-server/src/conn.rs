@@ -27,29 +27,19 @@ pub(crate) async fn serve(
     limits: Limits,
 ) -> io::Result<()> {
     loop {
-        let (tcp, _) = match listener.accept().await {
-            Ok(c) => c,
-            // Out of descriptors and the like: wait a moment instead of ending the service.
-            Err(e) if !is_fatal(&e) => {
-                tokio::time::sleep(Duration::from_millis(50)).await;
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            // Out of descriptors, an aborted handshake and the like: as axum's own loop does,
+            // wait a moment and go on instead of ending the service.
+            Err(e) => {
+                tracing::warn!("failed to accept a connection: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
-            Err(e) => return Err(e),
         };
         let _ = tcp.set_nodelay(true);
         tokio::spawn(serve_connection(tcp, app.clone(), limits));
     }
-}
-
-fn is_fatal(e: &io::Error) -> bool {
-    !matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::ConnectionReset
-            | io::ErrorKind::Interrupted
-            | io::ErrorKind::WouldBlock
-    ) && e.raw_os_error() != Some(24) // EMFILE
-        && e.raw_os_error() != Some(23) // ENFILE
 }
 
 /// Serves one connection (plain or TLS) with the stall guard. (No header read timeout: hyper's

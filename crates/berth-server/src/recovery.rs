@@ -1,6 +1,7 @@
 //! Crash recovery at start: builds the previous server left `running` are marked `interrupted`
 //! and everything labelled with their owner is reaped; half-submitted builds are marked
-//! `error`. Queued builds are left queued: the dispatcher runs them once recovery is done.
+//! `error`; half-received uploads in `<data>/tmp/` are removed. Queued builds are left queued:
+//! the dispatcher runs them once recovery is done.
 
 use berth_engine::labels;
 
@@ -18,6 +19,8 @@ pub struct Recovered {
 
 pub async fn recover(state: &AppState) -> Result<Recovered, ServerError> {
     let mut out = Recovered::default();
+    // Uploads being received when the previous server died: their requests were never answered.
+    let _ = std::fs::remove_dir_all(state.config.data.join("tmp"));
     let running: Vec<(i64, Option<String>)> =
         sqlx::query_as("SELECT id, owner FROM builds WHERE status = 'running' ORDER BY id")
             .fetch_all(&state.pool)

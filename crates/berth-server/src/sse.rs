@@ -15,8 +15,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::events::{EventLog, StoredEvent};
 
 /// Events read from the database at a time; a watcher blocked on a slow client holds at most
-/// one page (output events are up to a few KiB each).
-const PAGE: i64 = 64;
+/// one page (an output event can be tens of KiB when a job prints fast).
+const PAGE: i64 = 16;
 
 /// The id after which to start: `Last-Event-ID`, else `?after=`, else from the beginning.
 pub fn start_after(headers: &HeaderMap, after: Option<i64>) -> i64 {
@@ -33,7 +33,7 @@ pub fn stream(
     build: Option<i64>,
     after: i64,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let (tx, rx) = mpsc::channel::<StoredEvent>(16);
+    let (tx, rx) = mpsc::channel::<StoredEvent>(8);
     tokio::spawn(async move {
         let _ = pump(&log, build, after, &tx).await;
     });

@@ -264,6 +264,9 @@ async fn sigkill_loop_every_build_final_log_kept_nothing_left() {
             }
         }
         let snapshot = seen.lock().unwrap().clone();
+        // As if an upload were being received at the kill: its spool file is removed at start.
+        std::fs::create_dir_all(data.join("tmp")).unwrap();
+        std::fs::write(data.join("tmp").join("upload-killed"), b"{\"pipeline\": \"").unwrap();
         server.kill9();
         watcher.abort();
         let running_at_kill = db_builds(&data)
@@ -376,6 +379,10 @@ async fn check_after_restart(
             );
         }
     }
+    assert!(
+        !data.join("tmp").join("upload-killed").exists(),
+        "a half-received upload survived the restart"
+    );
     for (id, status, owner) in db_builds(data).await {
         assert_ne!(status, "submitting", "build {id}");
         if db_is_final(&status)
@@ -411,8 +418,7 @@ async fn many_builds_and_sse_clients_lose_no_events() {
     let (baseline, _) = memory_kib(pid);
     let yaml = format!(
         "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n\
-         \x20     - hi: echo hi $SD_BUILD_ID; seq 1 20\n\
-         \x20     - bye: echo bye\n"
+         \x20     - hi: echo hi $SD_BUILD_ID; seq 1 20; echo bye\n"
     );
     let finals_wanted = total;
     let global = clients * 4 / 5;
@@ -581,7 +587,7 @@ async fn stalled_sse_clients_keep_memory_bounded_and_are_dropped() {
     if !docker() {
         return;
     }
-    let stalled_n = 40;
+    let stalled_n = env_or("BERTH_SERVER_STALLED_CLIENTS", 40) as usize;
     let dir = tempdir();
     let data = dir.path().join("data");
     let server = Server::start_with(&data, 4, None, &[("BERTH_TEST_STALL_TIMEOUT_MS", "5000")]);
@@ -717,7 +723,10 @@ async fn stalled_sse_clients_keep_memory_bounded_and_are_dropped() {
         buffered_max / 1024
     );
     assert_eq!(closed + complete, stalled_n);
-    assert!(closed > 0, "no stalled connection was closed");
+    assert!(
+        stalled_n == 0 || closed > 0,
+        "no stalled connection was closed"
+    );
     assert!(
         peak < baseline + 128 * 1024,
         "the server's peak RSS grew by {} MiB",
@@ -863,24 +872,66 @@ async fn oversized_uploads_get_413_and_are_not_kept() {
         "{{\"pipeline\": {}, \"source_tar\": \"",
         serde_json::to_string(&yaml).unwrap()
     );
-    let chunks = futures_util::stream::iter((0..64).map(move |i| {
-        let piece = if i == 0 {
-            head.clone().into_bytes()
-        } else {
-            vec![b'A'; 1 << 20]
-        };
-        Ok::<_, std::io::Error>(piece)
-    }));
-    let r = server
-        .post("/api/builds")
-        .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(chunks))
-        .send()
-        .await;
-    let (status, text) = match r {
-        Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
-        Err(e) => panic!("the oversized upload was not answered: {e}"),
+    // Others are served while it streams: health checks in a loop until it is answered.
+    let answered = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let meanwhile = {
+        let (url, answered) = (server.url.clone(), answered.clone());
+        tokio::spawn(async move {
+            let mut ok = 0;
+            while !answered.load(std::sync::atomic::Ordering::SeqCst) {
+                let r = reqwest::get(format!("{url}/healthz")).await.unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+                ok += 1;
+            }
+            ok
+        })
     };
+    // A raw client: it keeps sending until the answer arrives (or the server cuts it off),
+    // then reads the answer, as curl does.
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let token = server.token.clone();
+    let (status, text) = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "POST /api/builds HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{head}\r\n",
+            head.len()
+        )
+        .unwrap();
+        let piece = vec![b'A'; 1 << 20];
+        let mut b = [0u8; 1];
+        s.set_nonblocking(true).unwrap();
+        for _ in 0..64 {
+            if s.peek(&mut b).is_ok() {
+                break;
+            }
+            s.set_nonblocking(false).unwrap();
+            let sent = write!(s, "{:x}\r\n", piece.len())
+                .and_then(|()| s.write_all(&piece))
+                .and_then(|()| s.write_all(b"\r\n"));
+            s.set_nonblocking(true).unwrap();
+            if sent.is_err() {
+                break;
+            }
+        }
+        s.set_nonblocking(false).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer).to_string();
+        let status = answer
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or(0);
+        (status, answer)
+    })
+    .await
+    .unwrap();
+    answered.store(true, std::sync::atomic::Ordering::SeqCst);
+    let served = meanwhile.await.unwrap();
+    assert!(served > 0);
     assert_eq!(status, 413, "{text}");
     assert!(text.contains("over the limit"), "{text}");
     // Declared over the limit: 413 from the header, without reading the body.
@@ -916,7 +967,8 @@ async fn oversized_uploads_get_413_and_are_not_kept() {
     let (peak, _) = memory_kib(pid);
     println!(
         "SERVER-RELIABILITY: upload limit {limit_mib} MiB: a 16 MiB body (12 MiB tar) accepted, \
-         a 64 MiB chunked body 413, a declared oversize 413; server RSS baseline {} MiB, after the \
+         a 64 MiB chunked body 413 ({served} health checks answered meanwhile), a declared \
+         oversize 413; server RSS baseline {} MiB, after the \
          accepted upload {} MiB, peak (VmHWM) {} MiB; spooled files left 0",
         baseline / 1024,
         after_ok / 1024,

@@ -23,9 +23,9 @@ pub struct Submit {
     /// Its name in messages; default `screwdriver.yaml`.
     #[serde(default)]
     file: Option<String>,
-    /// A tar of the source tree, base64.
+    /// A tar of the source tree, base64; decoded into a spool file while the JSON is parsed.
     #[serde(default)]
-    source_tar: Option<String>,
+    source_tar: Option<SourceTar>,
     #[serde(default)]
     git: Option<GitSource>,
     #[serde(default)]
@@ -166,23 +166,43 @@ enum Upload<'a> {
     CopyOf(std::path::PathBuf),
 }
 
-/// Parses a spooled submission; decodes its `source_tar` to another spool file (with its size).
-fn parse_submission(
-    body: &crate::body::Spooled,
+thread_local! {
+    /// The data directory a [`SourceTar`] being deserialized on this thread spools into.
+    static SPOOL_DATA: std::cell::RefCell<Option<std::path::PathBuf>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// `source_tar`, decoded from the JSON string as serde_json hands it over (borrowed from its
+/// scratch buffer) straight into a spool file: the base64 text is never copied into a String.
+#[derive(Debug)]
+struct SourceTar(Result<(crate::body::Spooled, u64), String>);
+
+impl<'de> Deserialize<'de> for SourceTar {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SourceTar, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = SourceTar;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a base64 string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<SourceTar, E> {
+                let data = SPOOL_DATA
+                    .with_borrow(Clone::clone)
+                    .ok_or_else(|| E::custom("no spool directory"))?;
+                Ok(SourceTar(decode_to_spool(v, &data)))
+            }
+        }
+        d.deserialize_str(Visitor)
+    }
+}
+
+fn decode_to_spool(
+    b64: &str,
     data: &std::path::Path,
-) -> Result<(Submit, Option<(crate::body::Spooled, u64)>), ApiError> {
-    let file = std::fs::File::open(&body.path)?;
-    let mut s: Submit = serde_json::from_reader(std::io::BufReader::new(file)).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            format!("Failed to deserialize the JSON body into the target type: {e}"),
-        )
-    })?;
-    let Some(b64) = s.source_tar.take() else {
-        return Ok((s, None));
-    };
-    let tar = crate::body::Spooled::new(data, "source")?;
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&tar.path)?);
+) -> Result<(crate::body::Spooled, u64), String> {
+    let io = |e: std::io::Error| format!("failed to store the upload: {e}");
+    let tar = crate::body::Spooled::new(data, "source").map_err(io)?;
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&tar.path).map_err(io)?);
     let mut decoder = base64::read::DecoderReader::new(
         b64.trim().as_bytes(),
         &base64::engine::general_purpose::STANDARD,
@@ -190,12 +210,34 @@ fn parse_submission(
     let bytes = match std::io::copy(&mut decoder, &mut out) {
         Ok(n) => n,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-            return Err(unprocessable(format!("source_tar is not base64: {e}")));
+            return Err(format!("source_tar is not base64: {e}"));
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(io(e)),
     };
-    std::io::Write::flush(&mut out)?;
-    Ok((s, Some((tar, bytes))))
+    std::io::Write::flush(&mut out).map_err(io)?;
+    Ok((tar, bytes))
+}
+
+/// Parses a spooled submission; its `source_tar` lands in another spool file (with its size).
+fn parse_submission(
+    body: &crate::body::Spooled,
+    data: &std::path::Path,
+) -> Result<(Submit, Option<(crate::body::Spooled, u64)>), ApiError> {
+    let file = std::fs::File::open(&body.path)?;
+    SPOOL_DATA.set(Some(data.to_path_buf()));
+    let parsed = serde_json::from_reader::<_, Submit>(std::io::BufReader::new(file));
+    SPOOL_DATA.set(None);
+    let mut s = parsed.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("Failed to deserialize the JSON body into the target type: {e}"),
+        )
+    })?;
+    match s.source_tar.take() {
+        None => Ok((s, None)),
+        Some(SourceTar(Ok(tar))) => Ok((s, Some(tar))),
+        Some(SourceTar(Err(e))) => Err(unprocessable(e)),
+    }
 }
 
 /// Stores a build (`submitting` until its source is on disk), then queues it.
