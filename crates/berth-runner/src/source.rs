@@ -1,5 +1,6 @@
-//! The job's setup archive: the source tree plus berth's step scripts, one tar uploaded through
-//! the Engine API (no bind mount, so a remote daemon works too).
+//! The job's setup archive: the source tree plus berth's step scripts, one tar that travels
+//! through the Engine API (no bind mount, so a remote daemon works too): on the first step's
+//! exec's standard input to the image's `tar`, or uploaded when the image has none.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,24 @@ pub(crate) fn step_command(path: &str) -> Vec<String> {
         "/bin/sh".into(),
         "-c".into(),
         "if command -v bash >/dev/null 2>&1; then exec bash /sd/berth/wrap \"$0\"; else exec sh /sd/berth/wrap \"$0\"; fi".into(),
+        path.into(),
+    ]
+}
+
+/// Written by [`setup_step_command`] once the setup archive is unpacked.
+pub(crate) const UNPACKED: &str = "/sd/berth/unpacked";
+
+/// [`step_command`] for the first step: first unpacks the setup archive arriving on standard
+/// input with the image's `tar` (exit 254 without running the step when it cannot), then runs
+/// the step with standard input from `/dev/null`, like every other step.
+pub(crate) fn setup_step_command(path: &str) -> Vec<String> {
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "{{ command -v tar && tar -xf - -C / && : > {UNPACKED}; }} >/dev/null 2>&1 || exit 254; \
+             if command -v bash >/dev/null 2>&1; then exec bash /sd/berth/wrap \"$0\" </dev/null; else exec sh /sd/berth/wrap \"$0\" </dev/null; fi"
+        ),
         path.into(),
     ]
 }
