@@ -99,6 +99,12 @@ pub(crate) fn step_path(index: usize) -> String {
 /// The files of `dir` to copy: a git checkout's tracked and untracked-not-ignored files,
 /// else everything but `.git` and the `exclude`d directories.
 pub(crate) fn list_source_files(dir: &Path, exclude: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
+    if !maybe_git_checkout(dir) {
+        let mut files = Vec::new();
+        walk(dir, Path::new(""), exclude, &mut files)?;
+        files.sort();
+        return Ok(files);
+    }
     let git = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -133,6 +139,20 @@ pub(crate) fn list_source_files(dir: &Path, exclude: &[PathBuf]) -> io::Result<V
     walk(dir, Path::new(""), exclude, &mut files)?;
     files.sort();
     Ok(files)
+}
+
+/// Whether git could see a checkout at `dir`: a `.git` there or in an ancestor, or `GIT_DIR`
+/// set. When not, git is not spawned at all (a few milliseconds of every run).
+fn maybe_git_checkout(dir: &Path) -> bool {
+    if std::env::var_os("GIT_DIR").is_some() {
+        return true;
+    }
+    match std::fs::canonicalize(dir) {
+        Ok(abs) => abs
+            .ancestors()
+            .any(|a| a.join(".git").symlink_metadata().is_ok()),
+        Err(_) => true,
+    }
 }
 
 fn walk(root: &Path, rel: &Path, exclude: &[PathBuf], out: &mut Vec<PathBuf>) -> io::Result<()> {
