@@ -1,6 +1,6 @@
 //! Fault injection against a real daemon (issue 7): berth SIGKILLed at random points of a job's
-//! life, the job container dying under a step, processes that ignore SIGTERM, a service that
-//! exits mid-job, and a full output disk. Figures are printed as `FAULTS:` lines (RELIABILITY.md
+//! life, the job container killed or removed from outside under a step, processes that ignore
+//! SIGTERM, a service that exits mid-job, and a full output disk. Figures are printed as `FAULTS:` lines (RELIABILITY.md
 //! quotes them).
 //!
 //! The SIGKILL loop is seeded (`BERTH_FAULT_SEED`, default below) and its iteration count is
@@ -331,11 +331,10 @@ fn job_container(owner: &str) -> String {
     id
 }
 
-#[test]
-fn job_container_killed_mid_step_is_reported_without_hanging() {
-    if !docker() {
-        return;
-    }
+/// Runs a job whose step waits, does `docker ARGS <job container>` from outside while it runs,
+/// and checks the run is an infrastructure error (exit 3) naming what happened, ended promptly,
+/// ran nothing after the step, and left nothing behind.
+fn job_container_removed_from_outside(args: &[&str], expect: &str) {
     let p = Project::new(&format!(
         "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - wait: echo step-is-running; sleep 120\n      - after: echo must-not-run\n      - teardown-t: echo teardown-ran\n"
     ));
@@ -348,28 +347,47 @@ fn job_container_killed_mid_step_is_reported_without_hanging() {
     );
     let owner = live.owner().unwrap();
     let t0 = Instant::now();
-    let killed = Command::new("docker")
-        .args(["kill", &job_container(&owner)])
+    let done = Command::new("docker")
+        .args(args)
+        .arg(job_container(&owner))
         .output()
         .unwrap();
-    assert!(killed.status.success());
+    assert!(done.status.success());
     let run = live.finish(Duration::from_secs(60));
     let took = t0.elapsed();
+    let result = run.result("main");
     eprintln!(
-        "FAULTS: job container killed: berth ended {:.1}s later, exit {}, result {}",
+        "FAULTS: job container `docker {}`: berth ended {:.1}s later, exit {}, result {result}",
+        args.join(" "),
         took.as_secs_f64(),
         run.code,
-        run.result("main")
     );
-    assert_ne!(run.status("main"), "success", "{}", run.dump());
+    assert_eq!(run.code, 3, "{}", run.dump());
+    assert_eq!(run.status("main"), "error", "{}", run.dump());
+    let message = result["message"].as_str().unwrap_or_default();
     assert!(
-        run.code == 1 || run.code == 3,
-        "expected failure or infrastructure exit:\n{}",
-        run.dump()
+        message.contains(expect) && message.contains("outside berth") && message.contains("wait"),
+        "unclear message: {message}"
     );
     assert!(!run.output("main").contains("must-not-run"));
     assert!(took < Duration::from_secs(30), "took {took:?}");
     run.assert_nothing_left();
+}
+
+#[test]
+fn job_container_killed_mid_step_is_an_infrastructure_error() {
+    if !docker() {
+        return;
+    }
+    job_container_removed_from_outside(&["kill"], "was stopped");
+}
+
+#[test]
+fn job_container_removed_mid_step_is_an_infrastructure_error() {
+    if !docker() {
+        return;
+    }
+    job_container_removed_from_outside(&["rm", "-f"], "was removed");
 }
 
 #[test]
@@ -786,4 +804,109 @@ fn daemon_restart_mid_job_is_an_infrastructure_error_and_its_objects_are_reaped(
         docker0,
         "the private daemon changed the host's docker0"
     );
+}
+
+/// The role=dind container of a run (its nested daemon).
+fn dind_container(owner: &str) -> Option<String> {
+    let o = Command::new("docker")
+        .args([
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=io.berth.owner={owner}"),
+            "--filter",
+            "label=io.berth.role=dind",
+        ])
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    (!id.is_empty()).then_some(id)
+}
+
+/// The nested daemon of a `docker: dind` job killed (SIGKILL to its `dockerd`, from the host)
+/// while a step uses it: an infrastructure error naming the daemon and the step, even though
+/// the step itself carries on, with the daemon's log kept and nothing left behind.
+#[test]
+fn the_nested_daemon_of_a_dind_job_dying_mid_step_is_an_infrastructure_error() {
+    if !docker() {
+        return;
+    }
+    let p = Project::new(&format!(
+        r#"jobs:
+  main:
+    image: {DEBIAN}
+    requires: [~commit]
+    docker: dind
+    steps:
+      - load: docker load -q -i busybox.tar
+      - use: echo using-docker; docker run --rm {BUSYBOX} sleep 300; echo docker-run-ended; sleep 300
+      - after: echo must-not-run
+"#
+    ));
+    let tar = p.path().join("busybox.tar");
+    let saved = Command::new("docker")
+        .args(["save", "-o"])
+        .arg(&tar)
+        .arg(BUSYBOX)
+        .status()
+        .expect("docker save");
+    assert!(saved.success());
+    let mut live = Live::spawn(&p, &["--dind-image", DEBIAN]);
+    assert!(
+        live.wait_event(Duration::from_secs(120), |e| output_contains(
+            e,
+            "using-docker"
+        )),
+        "the step never ran"
+    );
+    let owner = live.owner().unwrap();
+    let dind = dind_container(&owner).expect("no dind container");
+    // Wait (bounded) until the step's container runs on the nested daemon, then kill that
+    // daemon (PID 1 of its container) from the host, as a crash would.
+    let nested_running = wait_for(Duration::from_secs(60), || {
+        let ps = Command::new("docker")
+            .args(["exec", &dind, "docker", "ps", "-q"])
+            .output()
+            .ok()?;
+        (!String::from_utf8_lossy(&ps.stdout).trim().is_empty()).then_some(())
+    });
+    assert!(nested_running.is_some(), "the nested container never ran");
+    let pid = Command::new("docker")
+        .args(["inspect", "-f", "{{.State.Pid}}", &dind])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8_lossy(&pid.stdout).trim().to_string();
+    let t0 = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .is_ok_and(|s| s.success())
+        // Not root: the daemon delivers the same SIGKILL to the container's PID 1 (dockerd).
+        || Command::new("docker")
+            .args(["kill", "--signal", "KILL", &dind])
+            .status()
+            .is_ok_and(|s| s.success());
+    assert!(killed, "could not kill the nested dockerd");
+    let run = live.finish(Duration::from_secs(120));
+    let took = t0.elapsed();
+    let result = run.result("main");
+    eprintln!(
+        "FAULTS: nested dind daemon killed: berth ended {:.1}s later, exit {}, result {result}",
+        took.as_secs_f64(),
+        run.code
+    );
+    assert_eq!(run.code, 3, "{}", run.dump());
+    assert_eq!(run.status("main"), "error", "{}", run.dump());
+    let message = result["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("dind daemon") && message.contains("`use`"),
+        "unclear message: {message}"
+    );
+    assert!(!run.output("main").contains("must-not-run"));
+    // The step shrugs off the lost daemon and sleeps on: only berth's watch ends it.
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    let log = p.output_dir().join(run.build_id()).join("main.docker.log");
+    assert!(log.exists(), "the daemon's log is kept");
+    run.assert_nothing_left();
 }

@@ -271,3 +271,127 @@ fn a_stalled_reader_pauses_the_job_with_bounded_memory_and_loses_nothing() {
     let lines = out.split(|b| *b == b'\n').filter(|l| l.len() == 71).count();
     assert_eq!(lines, 50_000_000 / 72, "every full line reached stdout");
 }
+
+/// Ten jobs of one run, tagged `tag` everywhere: eight plain (`p7` fails with exit 7 on purpose),
+/// one with a service under the alias `web` that every run uses, one in scoped mode that creates
+/// the container and network names (`db`, `net`) every run uses, through its endpoint. (Three
+/// networks per run: the daemon's default address pools hold about 30 at once.)
+fn mixed_pipeline(tag: &str) -> String {
+    let mut jobs = String::from("jobs:\n");
+    for i in 0..8 {
+        let code = if i == 7 { 7 } else { 0 };
+        jobs.push_str(&format!(
+            "  p{i}:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - work: echo \"plain={tag}-$SD_JOB_NAME\"; exit {code}\n"
+        ));
+    }
+    jobs.push_str(&format!(
+        r#"  s0:
+    image: {BUSYBOX}
+    requires: [~commit]
+    services:
+      - image: {BUSYBOX}
+        alias: web
+        command: ["sh", "-c", "mkdir -p /www && echo svc-{tag}-s0 > /www/id && exec httpd -f -p 8080 -h /www"]
+    steps:
+      - fetch: |
+          for i in $(seq 1 100); do wget -q -O /tmp/id http://web:8080/id && break; sleep 0.1; done
+          echo "service=$(cat /tmp/id)"
+"#
+    ));
+    jobs.push_str(&format!(
+        r#"  d0:
+    image: {DEBIAN}
+    requires: [~commit]
+    docker: scoped
+    steps:
+      - siblings: |
+          set -e
+          docker network create net >/dev/null
+          docker run -d --name db --network net {BUSYBOX} sh -c 'echo db-{tag}-d0 > /id; sleep 120' >/dev/null
+          echo "db=$(docker exec db cat /id)"
+          echo "names=$(docker ps --format '{{{{.Names}}}}' | xargs)"
+"#
+    ));
+    jobs
+}
+
+/// 50 jobs on one daemon at once: five concurrent `berth run --parallel 10` processes with ten
+/// jobs each, whose services and scoped siblings use the same names. Every result is the one its
+/// job asked for, each job saw only its own objects, and nothing of any run remains.
+#[test]
+fn fifty_concurrent_jobs_across_five_runs_have_no_collisions_or_leftovers() {
+    if !docker() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let tags: Vec<String> = (0..5).map(|i| format!("r{i}")).collect();
+    let projects: Vec<Project> = tags
+        .iter()
+        .map(|t| Project::new(&mixed_pipeline(t)))
+        .collect();
+    let children: Vec<Child> = projects
+        .iter()
+        .map(|p| {
+            p.command(&["run", "--json", "--parallel", "10"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn berth")
+        })
+        .collect();
+    let runs: Vec<Run> = children
+        .into_iter()
+        .map(|c| Run::new(c.wait_with_output().unwrap()))
+        .collect();
+    let took = started.elapsed();
+    let mut jobs_checked = 0;
+    for (tag, run) in tags.iter().zip(&runs) {
+        run.assert_code(1);
+        for i in 0..8 {
+            let job = format!("p{i}");
+            if i == 7 {
+                assert_eq!(run.result(&job)["exit_code"], 7, "{}", run.dump());
+            } else {
+                assert_eq!(run.status(&job), "success", "{}", run.dump());
+            }
+            assert!(
+                run.output(&job).contains(&format!("plain={tag}-{job}\n")),
+                "{job}: {}",
+                run.output(&job)
+            );
+            jobs_checked += 1;
+        }
+        {
+            let job = "s0";
+            assert_eq!(run.status(job), "success", "{}", run.dump());
+            assert!(
+                run.output(job)
+                    .contains(&format!("service=svc-{tag}-{job}\n")),
+                "{job} reached another job's service: {}",
+                run.output(job)
+            );
+            jobs_checked += 1;
+        }
+        {
+            let job = "d0";
+            assert_eq!(run.status(job), "success", "{}", run.dump());
+            let out = run.output(job);
+            assert!(
+                out.contains(&format!("db=db-{tag}-{job}\n")),
+                "{job}: {out}"
+            );
+            assert!(out.contains("names=db\n"), "{job} saw others: {out}");
+            jobs_checked += 1;
+        }
+    }
+    let mut left = 0;
+    for run in &runs {
+        left += labelled(&format!("io.berth.owner={}", run.owner())).len();
+        run.assert_nothing_left();
+    }
+    eprintln!(
+        "LOAD: 5 concurrent runs x 10 jobs: {jobs_checked} results correct, {left} objects left, {:.1}s",
+        took.as_secs_f64()
+    );
+    assert_eq!(jobs_checked, 50);
+}

@@ -384,3 +384,64 @@ fn terminal_output_has_step_headers_and_a_summary() {
     assert!(stdout.contains("<== step hello exited 0"), "{stdout}");
     assert!(stdout.contains("main                 success"), "{stdout}");
 }
+
+/// A job image without `tar` cannot unpack the setup archive in the first step's exec: berth
+/// uploads it instead and runs that step once, with the source, scripts and shell state all in
+/// place. A step's own exit 254 (the code the unpack uses) stays that step's failure.
+#[test]
+fn an_image_without_tar_still_gets_its_source_and_exit_254_stays_the_steps_own() {
+    if !docker() {
+        return;
+    }
+    const NO_TAR: &str = "berth-test/h3-no-tar:latest";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        // Not busybox: its shell runs its own `tar` applet whatever is on disk.
+        format!("FROM {DEBIAN}\nRUN rm /usr/bin/tar\n"),
+    )
+    .unwrap();
+    let built = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", NO_TAR])
+        .arg(dir.path())
+        .output()
+        .expect("docker build");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let p = Project::new(&format!(
+        r#"
+jobs:
+  notar:
+    image: {NO_TAR}
+    requires: [~commit]
+    steps:
+      - first: |
+          echo first-ran
+          command -v tar || echo no-tar-here
+          cat data/input.txt
+          export KEPT=yes
+          cd data
+      - second: echo "kept=$KEPT pwd=$(pwd)"
+  own:
+    image: {BUSYBOX}
+    requires: [~commit]
+    steps:
+      - first: echo own-ran; exit 254
+"#
+    ));
+    p.write("data/input.txt", "source-file-content\n");
+    let run = p.run_json(&["--parallel", "2"]);
+    run.assert_code(1);
+    assert_eq!(run.status("notar"), "success", "{}", run.dump());
+    let out = run.output("notar");
+    assert_eq!(out.matches("first-ran").count(), 1, "{out}");
+    assert!(out.contains("no-tar-here"), "{out}");
+    assert!(out.contains("source-file-content"), "{out}");
+    assert!(out.contains("kept=yes pwd=/sd/workspace/src/data"), "{out}");
+    assert_eq!(run.result("own")["exit_code"], 254, "{}", run.dump());
+    assert_eq!(run.output("own").matches("own-ran").count(), 1);
+    run.assert_nothing_left();
+}

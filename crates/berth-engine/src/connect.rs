@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bollard::Docker;
+use bollard::{ClientVersion, Docker};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::EngineError;
 
@@ -77,6 +78,15 @@ impl DockerEngine {
             reason,
         };
         let version = bollard::API_DEFAULT_VERSION;
+        if let Some(path) = address.url.strip_prefix("unix://")
+            && let Ok(Ok(Some(pinged))) =
+                tokio::time::timeout(CONNECT_TIMEOUT, ping_api_version(path)).await
+        {
+            let version = if pinged < *version { &pinged } else { version };
+            let docker = Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, version)
+                .map_err(|e| unreachable(e.to_string()))?;
+            return Ok(DockerEngine { docker, address });
+        }
         let docker = if let Some(path) = address.url.strip_prefix("unix://") {
             Docker::connect_with_unix(path, REQUEST_TIMEOUT_SECS, version)
         } else if let Some(tls) = &address.tls {
@@ -106,7 +116,58 @@ impl DockerEngine {
     }
 }
 
+/// The daemon's API version from the `Api-Version` header of `GET /_ping` on a unix socket:
+/// what the docker CLI asks, and far cheaper for the daemon than bollard's negotiation through
+/// `/version` (which asks containerd and runs `runc --version` and `docker-init --version`).
+/// `None` when the answer carries no usable version (the caller negotiates the usual way).
+async fn ping_api_version(path: &str) -> std::io::Result<Option<ClientVersion>> {
+    let mut stream = tokio::net::UnixStream::connect(path).await?;
+    stream
+        .write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        .await?;
+    // HTTP/1.0: the daemon closes after its answer (a few hundred bytes; bounded anyway).
+    let mut answer = Vec::new();
+    stream.take(16 * 1024).read_to_end(&mut answer).await?;
+    Ok(parse_ping(&String::from_utf8_lossy(&answer)))
+}
+
+/// The API version of a `/_ping` answer, when its status is 200.
+fn parse_ping(answer: &str) -> Option<ClientVersion> {
+    let (head, _) = answer.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    if lines.next()?.split(' ').nth(1)? != "200" {
+        return None;
+    }
+    let value = lines.find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("api-version")
+            .then(|| v.trim())
+    })?;
+    let (major, minor) = value.split_once('.')?;
+    Some(ClientVersion {
+        major_version: major.parse().ok()?,
+        minor_version: minor.parse().ok()?,
+    })
+}
+
 /// rustls needs one process-wide crypto provider; berth uses ring.
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ping;
+
+    #[test]
+    fn ping_answers_give_the_api_version() {
+        let ok = "HTTP/1.0 200 OK\r\nApi-Version: 1.41\r\nDocker-Experimental: false\r\n\r\nOK";
+        let v = parse_ping(ok).unwrap();
+        assert_eq!((v.major_version, v.minor_version), (1, 41));
+        assert!(parse_ping("HTTP/1.0 500 Internal\r\nApi-Version: 1.41\r\n\r\n").is_none());
+        assert!(parse_ping("HTTP/1.0 200 OK\r\nServer: x\r\n\r\nOK").is_none());
+        assert!(parse_ping("HTTP/1.0 200 OK\r\nApi-Version: one\r\n\r\n").is_none());
+        assert!(parse_ping("garbage").is_none());
+    }
 }

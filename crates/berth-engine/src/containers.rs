@@ -141,6 +141,7 @@ impl DockerEngine {
         Ok(ContainerInfo {
             id: c.id.unwrap_or_default(),
             running: state.running.unwrap_or(false),
+            removing: state.status == Some(bollard::models::ContainerStateStatusEnum::REMOVING),
             exit_code: state.exit_code,
             oom_killed: state.oom_killed.unwrap_or(false),
             health: state

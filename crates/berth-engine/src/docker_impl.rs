@@ -97,7 +97,16 @@ impl Engine for DockerEngine {
     }
 
     async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecHandle, EngineError> {
-        self.do_exec(container, spec).await
+        self.do_exec(container, spec, None).await
+    }
+
+    async fn exec_with_stdin(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+        stdin: Bytes,
+    ) -> Result<Option<ExecHandle>, EngineError> {
+        self.do_exec(container, spec, Some(stdin)).await.map(Some)
     }
 
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError> {

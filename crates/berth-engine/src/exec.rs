@@ -1,7 +1,10 @@
-//! Execs: run a command in a running container and stream its output.
+//! Execs: run a command in a running container and stream its output, optionally feeding it
+//! standard input.
 
 use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::{DockerEngine, EngineError, ExecHandle, ExecSpec};
 
@@ -13,6 +16,7 @@ impl DockerEngine {
         &self,
         container: &str,
         spec: &ExecSpec,
+        stdin: Option<Bytes>,
     ) -> Result<ExecHandle, EngineError> {
         let what = || format!("container {container}");
         let created = self
@@ -20,6 +24,7 @@ impl DockerEngine {
             .create_exec(
                 container,
                 CreateExecOptions {
+                    attach_stdin: stdin.is_some().then_some(true),
                     attach_stdout: Some(true),
                     attach_stderr: Some(true),
                     cmd: Some(spec.cmd.clone()),
@@ -44,10 +49,22 @@ impl DockerEngine {
             .await
             .map_err(|e| EngineError::from_bollard(e, what))?;
         let output = match started {
-            StartExecResults::Attached { output, .. } => output
-                .map_ok(|o| o.into_bytes())
-                .map_err(|e| EngineError::Transport(e.to_string()))
-                .boxed(),
+            StartExecResults::Attached { output, mut input } => {
+                if let Some(data) = stdin {
+                    // Written alongside the reading of the output (a command that stops reading
+                    // its input must not stall the caller), then closed so the command sees EOF.
+                    // A write error means the command exited early; its exit code tells why.
+                    tokio::spawn(async move {
+                        if input.write_all(&data).await.is_ok() {
+                            let _ = input.shutdown().await;
+                        }
+                    });
+                }
+                output
+                    .map_ok(|o| o.into_bytes())
+                    .map_err(|e| EngineError::Transport(e.to_string()))
+                    .boxed()
+            }
             StartExecResults::Detached => futures_util::stream::empty().boxed(),
         };
         Ok(ExecHandle {

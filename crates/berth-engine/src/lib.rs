@@ -72,6 +72,17 @@ pub trait Engine: Send + Sync {
 
     /// Runs a command in a running container; output arrives on the returned stream.
     async fn exec(&self, container: &str, spec: &ExecSpec) -> Result<ExecHandle, EngineError>;
+    /// Like [`Engine::exec`], with `stdin` written to the command's standard input, which is
+    /// then closed. `None` when this engine cannot feed an exec (the caller takes another way).
+    async fn exec_with_stdin(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+        stdin: Bytes,
+    ) -> Result<Option<ExecHandle>, EngineError> {
+        let _ = (container, spec, stdin);
+        Ok(None)
+    }
     /// Exit code of a finished exec; `None` while it still runs.
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, EngineError>;
 

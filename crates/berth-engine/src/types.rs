@@ -84,6 +84,8 @@ pub struct ContainerSpec {
 pub struct ContainerInfo {
     pub id: String,
     pub running: bool,
+    /// Being removed (`docker rm -f` under way): it will be gone in a moment.
+    pub removing: bool,
     pub exit_code: Option<i64>,
     pub oom_killed: bool,
     /// `healthy`, `unhealthy`, `starting`, when the container has a healthcheck.

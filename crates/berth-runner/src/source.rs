@@ -1,5 +1,6 @@
-//! The job's setup archive: the source tree plus berth's step scripts, one tar uploaded through
-//! the Engine API (no bind mount, so a remote daemon works too).
+//! The job's setup archive: the source tree plus berth's step scripts, one tar that travels
+//! through the Engine API (no bind mount, so a remote daemon works too): on the first step's
+//! exec's standard input to the image's `tar`, or uploaded when the image has none.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -73,6 +74,24 @@ pub(crate) fn step_command(path: &str) -> Vec<String> {
     ]
 }
 
+/// Written by [`setup_step_command`] once the setup archive is unpacked.
+pub(crate) const UNPACKED: &str = "/sd/berth/unpacked";
+
+/// [`step_command`] for the first step: first unpacks the setup archive arriving on standard
+/// input with the image's `tar` (exit 254 without running the step when it cannot), then runs
+/// the step with standard input from `/dev/null`, like every other step.
+pub(crate) fn setup_step_command(path: &str) -> Vec<String> {
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!(
+            "{{ command -v tar && tar -xf - -C / && : > {UNPACKED}; }} >/dev/null 2>&1 || exit 254; \
+             if command -v bash >/dev/null 2>&1; then exec bash /sd/berth/wrap \"$0\" </dev/null; else exec sh /sd/berth/wrap \"$0\" </dev/null; fi"
+        ),
+        path.into(),
+    ]
+}
+
 pub(crate) fn step_path(index: usize) -> String {
     format!("{BERTH_DIR}/steps/{index:03}")
 }
@@ -80,6 +99,12 @@ pub(crate) fn step_path(index: usize) -> String {
 /// The files of `dir` to copy: a git checkout's tracked and untracked-not-ignored files,
 /// else everything but `.git` and the `exclude`d directories.
 pub(crate) fn list_source_files(dir: &Path, exclude: &[PathBuf]) -> io::Result<Vec<PathBuf>> {
+    if !maybe_git_checkout(dir) {
+        let mut files = Vec::new();
+        walk(dir, Path::new(""), exclude, &mut files)?;
+        files.sort();
+        return Ok(files);
+    }
     let git = Command::new("git")
         .arg("-C")
         .arg(dir)
@@ -114,6 +139,20 @@ pub(crate) fn list_source_files(dir: &Path, exclude: &[PathBuf]) -> io::Result<V
     walk(dir, Path::new(""), exclude, &mut files)?;
     files.sort();
     Ok(files)
+}
+
+/// Whether git could see a checkout at `dir`: a `.git` there or in an ancestor, or `GIT_DIR`
+/// set. When not, git is not spawned at all (a few milliseconds of every run).
+fn maybe_git_checkout(dir: &Path) -> bool {
+    if std::env::var_os("GIT_DIR").is_some() {
+        return true;
+    }
+    match std::fs::canonicalize(dir) {
+        Ok(abs) => abs
+            .ancestors()
+            .any(|a| a.join(".git").symlink_metadata().is_ok()),
+        Err(_) => true,
+    }
 }
 
 fn walk(root: &Path, rel: &Path, exclude: &[PathBuf], out: &mut Vec<PathBuf>) -> io::Result<()> {

@@ -1,7 +1,7 @@
 //! The runner against a fake engine: fast checks of the dispatcher and job lifecycle without
 //! Docker (parallel limit, cleanup in every outcome, cancellation, timeout, skipped jobs).
-//! The fake "runs" step scripts by reading the setup archive the runner uploads: it understands
-//! `echo TEXT`, `sleep SECONDS` and `exit N`. The real-daemon suite in berth-cli/tests proves
+//! The fake "runs" step scripts by reading the setup archive the runner hands to the first step's
+//! exec: it understands `echo TEXT`, `sleep SECONDS` and `exit N`. The real-daemon suite in berth-cli/tests proves
 //! the same behaviours against dockerd.
 
 use std::collections::{BTreeMap, HashMap};
@@ -155,6 +155,16 @@ impl Engine for Fake {
             id,
             output: futures_util::stream::iter(out).boxed(),
         })
+    }
+    async fn exec_with_stdin(
+        &self,
+        container: &str,
+        spec: &ExecSpec,
+        stdin: Bytes,
+    ) -> Result<Option<ExecHandle>, EngineError> {
+        // The first step's exec brings the setup archive: unpack it as `tar` would.
+        self.put_archive(container, "/", stdin).await?;
+        self.exec(container, spec).await.map(Some)
     }
     async fn exec_exit_code(&self, id: &str) -> Result<Option<i64>, EngineError> {
         Ok(self.exits.lock().unwrap().get(id).copied())

@@ -46,6 +46,15 @@ pub(crate) async fn collect(
             }
             Err(e) => {
                 let _ = std::fs::remove_file(&spool_path);
+                // A container removed from outside berth has nothing left to copy (the job's
+                // result says what happened to it).
+                if matches!(
+                    ctx.engine.inspect_container(container).await,
+                    Err(berth_engine::EngineError::NotFound { .. })
+                        | Ok(berth_engine::ContainerInfo { removing: true, .. })
+                ) {
+                    return Ok(());
+                }
                 return Err(e.into());
             }
         }

@@ -104,6 +104,8 @@ pub(crate) struct Resources {
     pub dind: Option<docker_mode::dind::Daemon>,
     pub socket: Option<docker_mode::socket::Session>,
     pub scoped: Option<docker_mode::scoped::Session>,
+    /// The setup archive until the first step's exec has unpacked it.
+    pub setup: Option<bytes::Bytes>,
 }
 
 pub(crate) async fn run_job(ctx: Arc<Context>, job: Job) -> JobSummary {
@@ -158,7 +160,9 @@ async fn run_phases(
     match prepare(ctx, job, res).await {
         Ok(container) => {
             let timeout = job.timeout.unwrap_or(ctx.opts.default_timeout);
-            steps::run_all(ctx, job, &container, timeout, log).await
+            let setup = res.setup.take();
+            let dind = res.dind.as_ref().and_then(|d| d.container.clone());
+            steps::run_all(ctx, job, &container, timeout, setup, dind.as_deref(), log).await
         }
         Err(e) => error_result(e),
     }
@@ -185,10 +189,8 @@ async fn prepare(ctx: &Context, job: &Job, res: &mut Resources) -> Result<String
     };
     let mut volume = None;
     let docker = match &access {
-        docker_mode::Access::None => {
-            volume = Some(setup::workspace_volume(ctx, job, res).await?);
-            docker_mode::JobDocker::default()
-        }
+        // Nothing else mounts the workspace: it stays in the container's own filesystem.
+        docker_mode::Access::None => docker_mode::JobDocker::default(),
         docker_mode::Access::Socket => {
             let (docker, session) =
                 docker_mode::socket::prepare(ctx, &job.name, &job.image).await?;
@@ -215,7 +217,7 @@ async fn prepare(ctx: &Context, job: &Job, res: &mut Resources) -> Result<String
     if let Some(net) = &network {
         services::start(ctx, job, net, res).await?;
     }
-    let container = setup::create(
+    let (container, archive) = setup::create(
         ctx,
         job,
         res,
@@ -224,6 +226,7 @@ async fn prepare(ctx: &Context, job: &Job, res: &mut Resources) -> Result<String
         &docker,
     )
     .await?;
+    res.setup = Some(archive);
     ctx.emit(
         &job.name,
         JobEvent::Started {

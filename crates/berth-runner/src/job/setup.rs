@@ -1,11 +1,14 @@
 //! Creating the job's workspace and container, and filling the workspace.
 //!
-//! The workspace is a volume (at Screwdriver's `/sd/workspace`) unless the job's Docker mode
-//! brings its own (socket mode: a host directory at the same path inside the job); the mode's
-//! environment, mounts and files (client certificates) are added to the job container here.
+//! The workspace is at Screwdriver's `/sd/workspace`: in the job container's own filesystem for
+//! a plain job (no volume to create and remove), on a volume when another container shares it
+//! (the dind daemon), or a host directory at the same path inside the job (socket and scoped
+//! modes); the mode's environment, mounts and files (client certificates) are added to the job
+//! container here.
 
 use berth_engine::{ContainerSpec, EngineError, Mount};
 use berth_pipeline::Job;
+use bytes::Bytes;
 
 use super::docker_mode::JobDocker;
 use super::{Context, JobError, Resources};
@@ -66,8 +69,10 @@ pub(crate) async fn workspace_volume(
     Ok(volume)
 }
 
-/// Creates and starts the job container and uploads the setup archive; returns its id.
-/// `volume` is the workspace volume, unless `docker.layout` puts the workspace elsewhere.
+/// Creates and starts the job container; returns its id and the setup archive (source tree,
+/// step scripts, the mode's files), which the first step's exec unpacks (see `job::steps`).
+/// `volume` is the workspace volume, unless `docker.layout` puts the workspace elsewhere; with
+/// neither, the workspace lives in the container's own filesystem.
 pub(crate) async fn create(
     ctx: &Context,
     job: &Job,
@@ -75,7 +80,7 @@ pub(crate) async fn create(
     volume: Option<&str>,
     network: Option<&str>,
     docker: &JobDocker,
-) -> Result<String, JobError> {
+) -> Result<(String, Bytes), JobError> {
     let engine = &ctx.engine;
     let layout = docker.layout.clone().unwrap_or_default();
     let mut mounts = Vec::new();
@@ -101,7 +106,7 @@ pub(crate) async fn create(
         nano_cpus: job.resources.cpus.map(|c| (c * 1e9) as i64),
         ..Default::default()
     };
-    // Pack the setup archive while the daemon creates the container.
+    // Pack the setup archive while the daemon creates and starts the container.
     let source_dir = ctx.opts.source_dir.clone();
     let files = ctx.files.clone();
     let steps = job.steps.clone();
@@ -111,13 +116,6 @@ pub(crate) async fn create(
     });
     let id = engine.create_container(&spec).await?;
     res.container = Some(id.clone());
-    let tar = pack
-        .await
-        .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?
-        .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?;
-    // Fill the workspace before start: the daemon extracts into the container's filesystem
-    // without a running container's mount namespace round-trip.
-    engine.put_archive(&id, "/", tar.into()).await?;
     engine.start_container(&id).await.map_err(|e| match e {
         EngineError::Api { message, .. } if message.contains("/bin/sh") => JobError::Message(format!(
             "image {} has no /bin/sh; berth runs steps with a shell, so the job image needs one",
@@ -125,5 +123,9 @@ pub(crate) async fn create(
         )),
         e => e.into(),
     })?;
-    Ok(id)
+    let tar = pack
+        .await
+        .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?
+        .map_err(|e| JobError::Message(format!("failed to pack the source tree: {e}")))?;
+    Ok((id, tar.into()))
 }

@@ -313,6 +313,53 @@ async fn failed(ctx: &Context, id: &str, what: &str) -> JobError {
     ))
 }
 
+/// How often a running job's daemon is checked on (one inspect each time).
+const WATCH: Duration = Duration::from_secs(1);
+
+/// What happened to the job's daemon when it no longer runs (`exited with exit code 137`,
+/// `was removed`); `None` while it runs or when the daemon cannot tell.
+pub(crate) async fn check(ctx: &Context, id: &str) -> Option<String> {
+    match ctx.engine.inspect_container(id).await {
+        Ok(s) if s.running => None,
+        Ok(s) => Some(match s.exit_code {
+            Some(c) => format!("stopped (exit code {c})"),
+            None => "stopped".to_string(),
+        }),
+        Err(EngineError::NotFound { .. }) => Some("was removed".to_string()),
+        Err(_) => None,
+    }
+}
+
+/// Resolves once the job's daemon has stopped, with what happened to it (see [`check`]).
+pub(crate) async fn stopped(ctx: &Context, id: &str) -> String {
+    loop {
+        tokio::time::sleep(WATCH).await;
+        if let Some(what) = check(ctx, id).await {
+            return what;
+        }
+    }
+}
+
+/// The job's error when its daemon went away under step `step` (`what`: see [`check`]), with
+/// the daemon's last log lines.
+pub(crate) async fn lost_message(
+    ctx: &Context,
+    id: Option<&str>,
+    what: &str,
+    step: Option<&str>,
+) -> String {
+    let during = step.map_or(String::new(), |s| format!(" while step `{s}` ran"));
+    let tail = match id {
+        Some(id) => services::last_lines(ctx, id, 10).await,
+        None => String::new(),
+    };
+    format!(
+        "the job's dind daemon ({}) {what}{during}, so its steps lost their Docker daemon (crashed or killed: berth does not restart it); run the job again; the daemon's last log lines:\n{}",
+        ctx.opts.dind_image,
+        tail.trim_end()
+    )
+}
+
 /// Stops a daemon on a cache volume with SIGTERM first, so its data directory is left clean.
 pub(crate) async fn stop_gracefully(ctx: &Context, daemon: &Daemon) {
     let (Some(id), Some(_)) = (&daemon.container, &daemon.cache_lock) else {
