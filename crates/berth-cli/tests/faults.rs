@@ -8,7 +8,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -522,7 +522,8 @@ fn a_full_output_disk_is_reported_and_the_result_and_log_prefix_survive() {
     }
     let Some(disk) = SmallDisk::mount() else {
         let why = "cannot mount a tmpfs (not root?)";
-        if std::env::var("BERTH_REQUIRE_DOCKER").is_ok_and(|v| v == "1") && is_root() {
+        if std::env::var("BERTH_REQUIRE_DOCKER").is_ok_and(|v| v == "1") && berth_testkit::is_root()
+        {
             panic!("{why}");
         }
         eprintln!("\n!!!!! SKIPPED: {why} !!!!!\n");
@@ -599,167 +600,15 @@ fn a_full_output_disk_is_reported_and_the_result_and_log_prefix_survive() {
     run.assert_nothing_left();
 }
 
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(|l| l.split_whitespace().nth(1) == Some("0"))
-        })
-        .unwrap_or(false)
-}
-
-/// A private Docker daemon for the restart test: its own network namespace, data-root,
-/// exec-root (and so its own containerd), pidfile and socket, no bridge and no iptables. The
-/// host's daemon, which other tests use, is never stopped or touched.
-struct PrivateDaemon {
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-}
-
-impl PrivateDaemon {
-    fn start() -> Option<PrivateDaemon> {
-        let dir = tempfile::Builder::new()
-            .prefix("berth-dockerd-")
-            .tempdir()
-            .unwrap();
-        let mut d = PrivateDaemon { dir, child: None };
-        d.spawn().then_some(d)
-    }
-
-    fn sock(&self) -> std::path::PathBuf {
-        self.dir.path().join("docker.sock")
-    }
-
-    fn url(&self) -> String {
-        format!("unix://{}", self.sock().display())
-    }
-
-    fn spawn(&mut self) -> bool {
-        use std::os::unix::process::CommandExt;
-        let d = self.dir.path();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.join("dockerd.log"))
-            .unwrap();
-        // In its own network namespace: a dockerd started with `--bridge=none` deletes the
-        // `docker0` interface it finds at startup, which would break the host daemon's
-        // default network for every other test.
-        let child = Command::new("unshare")
-            .args(["--net", "--", "dockerd"])
-            .arg("--data-root")
-            .arg(d.join("data"))
-            .arg("--exec-root")
-            .arg(d.join("exec"))
-            .arg("--pidfile")
-            .arg(d.join("docker.pid"))
-            .arg("-H")
-            .arg(self.url())
-            .args([
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-masq=false",
-                "--ip-forward=false",
-                "--userland-proxy=false",
-            ])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .process_group(0)
-            .spawn();
-        let Ok(child) = child else { return false };
-        self.child = Some(child);
-        wait_for(Duration::from_secs(30), || {
-            self.docker(&["version"]).status.success().then_some(())
-        })
-        .is_some()
-    }
-
-    fn docker(&self, args: &[&str]) -> std::process::Output {
-        Command::new("docker")
-            .args(["-H", &self.url()])
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    /// Copies an image from the host's daemon.
-    fn load(&self, image: &str) {
-        let save = Command::new("docker")
-            .args(["save", image])
-            .output()
-            .unwrap();
-        assert!(save.status.success());
-        let mut load = Command::new("docker")
-            .args(["-H", &self.url(), "load"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        load.stdin.take().unwrap().write_all(&save.stdout).unwrap();
-        assert!(load.wait().unwrap().success());
-    }
-
-    /// SIGTERM, as a restart or an orderly shutdown does; SIGKILL if it hangs.
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            if wait_for(Duration::from_secs(30), || c.try_wait().ok().flatten()).is_none() {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-        }
-    }
-
-    fn labelled(&self, owner: &str) -> Vec<String> {
-        let filter = format!("label=io.berth.owner={owner}");
-        let mut out = Vec::new();
-        for args in [
-            vec!["ps", "-aq", "--filter", &filter],
-            vec!["network", "ls", "-q", "--filter", &filter],
-            vec!["volume", "ls", "-q", "--filter", &filter],
-        ] {
-            let o = self.docker(&args);
-            out.extend(
-                String::from_utf8_lossy(&o.stdout)
-                    .lines()
-                    .map(str::to_string),
-            );
-        }
-        out
-    }
-}
-
-impl Drop for PrivateDaemon {
-    fn drop(&mut self) {
-        if self.child.is_some() {
-            let ids = self.docker(&["ps", "-aq"]);
-            for id in String::from_utf8_lossy(&ids.stdout).lines() {
-                let _ = self.docker(&["rm", "-f", id]);
-            }
-        }
-        self.stop();
-    }
-}
-
 #[test]
 fn daemon_restart_mid_job_is_an_infrastructure_error_and_its_objects_are_reaped() {
     if !docker() {
         return;
     }
     let docker0 = Path::new("/sys/class/net/docker0").exists();
-    let Some(mut daemon) = PrivateDaemon::start() else {
-        let why = "cannot start a private dockerd (not root, or no dockerd)";
-        if std::env::var("BERTH_REQUIRE_DOCKER").is_ok_and(|v| v == "1") && is_root() {
-            panic!("{why}");
-        }
-        eprintln!("\n!!!!! SKIPPED: {why} !!!!!\n");
+    let Some(mut daemon) = berth_testkit::private_daemon_or_skip(&[BUSYBOX]) else {
         return;
     };
-    daemon.load(BUSYBOX);
     let p = Project::new(&format!(
         "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - wait: echo step-is-running; sleep 60\n      - teardown-t: echo teardown\n"
     ));
