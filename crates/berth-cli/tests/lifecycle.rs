@@ -315,16 +315,132 @@ fn mixed_pipeline(tag: &str) -> String {
     jobs
 }
 
-/// 50 jobs on one daemon at once: five concurrent `berth run --parallel 10` processes with ten
-/// jobs each, whose services and scoped siblings use the same names. Every result is the one its
-/// job asked for, each job saw only its own objects, and nothing of any run remains.
+/// A `berth serve` child on a loopback port with its own data and owners directories.
+struct ServeChild {
+    child: Child,
+    addr: String,
+    token: String,
+    dir: tempfile::TempDir,
+}
+
+impl ServeChild {
+    fn start(parallel: &str) -> ServeChild {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(berth_bin())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--parallel",
+                parallel,
+                "--data",
+            ])
+            .arg(dir.path().join("data"))
+            .env("BERTH_OWNERS_DIR", dir.path().join("owners"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn berth serve");
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (mut token, mut addr) = (None, None);
+        while addr.is_none() {
+            let line = lines.next().expect("berth serve ended early").unwrap();
+            let t = line.trim();
+            if t.len() > 20 && !t.contains(' ') && token.is_none() {
+                token = Some(t.to_string());
+            }
+            if let Some(a) = line.split("serving on http://").nth(1) {
+                addr = a.split_whitespace().next().map(str::to_string);
+            }
+        }
+        std::thread::spawn(move || for _ in lines {});
+        ServeChild {
+            child,
+            addr: addr.unwrap(),
+            token: token.expect("admin token printed on first start"),
+            dir,
+        }
+    }
+
+    /// One HTTP/1.0 exchange (close-delimited answer, no chunking); returns the body.
+    fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> String {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(&self.addr).unwrap();
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        write!(
+            c,
+            "{method} {path} HTTP/1.0\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            self.token,
+            body.len()
+        )
+        .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).unwrap();
+        out.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    }
+
+    fn build(&self, id: i64) -> serde_json::Value {
+        serde_json::from_str(&self.call("GET", &format!("/api/builds/{id}"), None)).unwrap()
+    }
+
+    /// Objects on the daemon whose owner lock lives in this server's owners directory.
+    fn left(&self) -> Vec<String> {
+        let owners = self.dir.path().join("owners");
+        let mut left = Vec::new();
+        for (args, name) in [
+            (vec!["ps", "-a"], "{{.Names}}"),
+            (vec!["network", "ls"], "{{.Name}}"),
+            (vec!["volume", "ls"], "{{.Name}}"),
+        ] {
+            let format = format!("{name} {{{{.Label \"io.berth.owner-lock\"}}}}");
+            let o = Command::new("docker")
+                .args(&args)
+                .args(["--filter", "label=io.berth.owner", "--format", &format])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            left.extend(
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| l.contains(&*owners.to_string_lossy()))
+                    .map(str::to_string),
+            );
+        }
+        left
+    }
+}
+
+impl Drop for ServeChild {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// 50 jobs on one daemon at once: four concurrent `berth run --parallel 10` processes and a
+/// `berth serve` build, ten jobs each, whose services and scoped siblings use the same names.
+/// Every result is the one its job asked for, each job saw only its own objects, and nothing
+/// of any run or build remains.
 #[test]
-fn fifty_concurrent_jobs_across_five_runs_have_no_collisions_or_leftovers() {
+fn fifty_concurrent_jobs_across_four_runs_and_a_server_build_have_no_collisions_or_leftovers() {
     if !docker() {
         return;
     }
+    let server = ServeChild::start("10");
     let started = std::time::Instant::now();
-    let tags: Vec<String> = (0..5).map(|i| format!("r{i}")).collect();
+    let build = server.call(
+        "POST",
+        "/api/builds",
+        Some(&serde_json::json!({"pipeline": mixed_pipeline("r4")})),
+    );
+    let build_id = serde_json::from_str::<serde_json::Value>(&build).unwrap()["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("submit answered {build}"));
+    let tags: Vec<String> = (0..4).map(|i| format!("r{i}")).collect();
     let projects: Vec<Project> = tags
         .iter()
         .map(|t| Project::new(&mixed_pipeline(t)))
@@ -343,6 +459,15 @@ fn fifty_concurrent_jobs_across_five_runs_have_no_collisions_or_leftovers() {
         .into_iter()
         .map(|c| Run::new(c.wait_with_output().unwrap()))
         .collect();
+    let b = wait_for(Duration::from_secs(180), || {
+        let b = server.build(build_id);
+        (!matches!(
+            b["status"].as_str(),
+            Some("queued" | "running" | "submitting")
+        ))
+        .then_some(b)
+    })
+    .expect("the server build did not finish");
     let took = started.elapsed();
     let mut jobs_checked = 0;
     for (tag, run) in tags.iter().zip(&runs) {
@@ -384,13 +509,45 @@ fn fifty_concurrent_jobs_across_five_runs_have_no_collisions_or_leftovers() {
             jobs_checked += 1;
         }
     }
+    // The server's build: the same ten jobs, checked through its API.
+    assert_eq!(b["status"], "failure", "{b:#}");
+    for job in b["jobs"].as_array().unwrap() {
+        let name = job["name"].as_str().unwrap();
+        let log = server.call(
+            "GET",
+            &format!("/api/builds/{build_id}/jobs/{name}/log"),
+            None,
+        );
+        let expect = match name {
+            "p7" => {
+                assert_eq!(job["status"], "failure", "{job}");
+                "plain=r4-p7\n".to_string()
+            }
+            "s0" => "service=svc-r4-s0\n".to_string(),
+            "d0" => {
+                assert!(log.contains("names=db\n"), "d0 saw others: {log}");
+                "db=db-r4-d0\n".to_string()
+            }
+            p => format!("plain=r4-{p}\n"),
+        };
+        if name != "p7" {
+            assert_eq!(job["status"], "success", "{job}");
+        }
+        assert!(log.contains(&expect), "{name}: {log}");
+        jobs_checked += 1;
+    }
+    let server_left = server.left();
+    assert!(
+        server_left.is_empty(),
+        "the server build left {server_left:?}"
+    );
     let mut left = 0;
     for run in &runs {
         left += labelled(&format!("io.berth.owner={}", run.owner())).len();
         run.assert_nothing_left();
     }
     eprintln!(
-        "LOAD: 5 concurrent runs x 10 jobs: {jobs_checked} results correct, {left} objects left, {:.1}s",
+        "LOAD: 4 concurrent runs + 1 server build x 10 jobs: {jobs_checked} results correct, {left} objects left, {:.1}s",
         took.as_secs_f64()
     );
     assert_eq!(jobs_checked, 50);
