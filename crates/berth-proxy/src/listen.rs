@@ -53,6 +53,17 @@ pub enum StartError {
     },
 }
 
+/// Counts of an endpoint's daemon connections (see [`ScopedProxy::daemon_connections`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonConnections {
+    /// Open now: idle in the pool, in use, or hijacked.
+    pub open: usize,
+    /// Idle in the pool (at most [`crate::MAX_IDLE_DAEMON_CONNECTIONS`]).
+    pub idle: usize,
+    /// Opened since the endpoint started.
+    pub opened: usize,
+}
+
 /// A running scoped endpoint. Call [`ScopedProxy::shutdown_and_reap`] when the job ends;
 /// dropping it without that stops serving but leaves the scope's objects to `berth gc`.
 #[derive(Debug)]
@@ -149,6 +160,17 @@ impl ScopedProxy {
 
     pub fn scope(&self) -> &str {
         self.state.scope.name()
+    }
+
+    /// The endpoint's daemon connections: open now (idle in the pool or in use), idle in the
+    /// pool, and opened in total. For tests and diagnostics of connection reuse.
+    pub fn daemon_connections(&self) -> DaemonConnections {
+        let (open, opened) = self.state.daemon.connections();
+        DaemonConnections {
+            open,
+            idle: self.state.daemon.idle_connections(),
+            opened,
+        }
     }
 
     /// Creates (on first use) the scope's own bridge network and returns its daemon name. The

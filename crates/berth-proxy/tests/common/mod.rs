@@ -395,6 +395,25 @@ pub async fn raw_all(sock: &Path, req: &[u8]) -> std::io::Result<Vec<Resp>> {
     Ok(parse_responses(&buf))
 }
 
+/// Sends bytes, then closes the sending side (a request cut short), and reads what comes back.
+pub async fn raw_cut_short(sock: &Path, req: &[u8]) -> std::io::Result<Vec<Resp>> {
+    let mut s = tokio::net::UnixStream::connect(sock).await?;
+    let _ = s.write_all(req).await;
+    let _ = s.shutdown().await;
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
+    Ok(parse_responses(&buf))
+}
+
+/// Sends a request, reads only the start of the answer, and drops the connection mid-answer.
+pub async fn raw_abandon(sock: &Path, req: &[u8]) -> std::io::Result<()> {
+    let mut s = tokio::net::UnixStream::connect(sock).await?;
+    s.write_all(req).await?;
+    let mut buf = [0u8; 64];
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
+    Ok(())
+}
+
 fn parse_responses(mut buf: &[u8]) -> Vec<Resp> {
     let mut out = Vec::new();
     while let Some(end) = find(buf, b"\r\n\r\n") {
