@@ -10,7 +10,8 @@ use bytes::Bytes;
 
 use crate::{
     ByteStream, ContainerInfo, ContainerSpec, DaemonAddress, DaemonVersion, DockerEngine, Engine,
-    EngineError, ExecHandle, ExecSpec, ImageInfo, LabelledObject, Labels, ObjectKind, PullProgress,
+    EngineError, ExecHandle, ExecSpec, ImageInfo, ImageSummary, LabelledObject, Labels, ObjectKind,
+    PullProgress,
 };
 
 #[async_trait]
@@ -134,6 +135,14 @@ impl Engine for DockerEngine {
         self.do_remove_volume(name).await
     }
 
+    async fn list_images(&self) -> Result<Vec<ImageSummary>, EngineError> {
+        self.do_list_images(None).await
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), EngineError> {
+        self.do_remove_image(reference).await
+    }
+
     async fn list_containers(&self) -> Result<Vec<LabelledObject>, EngineError> {
         let opts = ListContainersOptionsBuilder::default().all(true).build();
         let list = self
@@ -209,6 +218,17 @@ impl Engine for DockerEngine {
                     })
                     .collect()
             }
+            ObjectKind::Image => self
+                .do_list_images(Some(&filters))
+                .await?
+                .into_iter()
+                .map(|i| LabelledObject {
+                    kind,
+                    name: i.tags.first().cloned().unwrap_or_else(|| i.id.clone()),
+                    id: i.id,
+                    labels: i.labels,
+                })
+                .collect(),
         })
     }
 }

@@ -1,9 +1,11 @@
 //! Images: existence, inspection, pulls with progress.
 
-use bollard::query_parameters::CreateImageOptionsBuilder;
+use bollard::query_parameters::{
+    CreateImageOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptionsBuilder,
+};
 use futures_util::StreamExt;
 
-use crate::{DockerEngine, EngineError, ImageInfo, PullProgress};
+use crate::{DockerEngine, EngineError, ImageInfo, ImageSummary, PullProgress};
 
 /// Splits `name[:tag]` into repository and tag (default `latest`); digests stay in the name.
 fn split_reference(image: &str) -> (&str, &str) {
@@ -17,6 +19,49 @@ fn split_reference(image: &str) -> (&str, &str) {
 }
 
 impl DockerEngine {
+    pub(crate) async fn do_list_images(
+        &self,
+        filters: Option<&std::collections::HashMap<String, Vec<String>>>,
+    ) -> Result<Vec<ImageSummary>, EngineError> {
+        let mut opts = ListImagesOptionsBuilder::default();
+        if let Some(f) = filters {
+            opts = opts.filters(f);
+        }
+        let list = self
+            .docker
+            .list_images(Some(opts.build()))
+            .await
+            .map_err(|e| EngineError::from_bollard(e, || "image list".into()))?;
+        Ok(list
+            .into_iter()
+            .map(|i| ImageSummary {
+                id: i.id,
+                tags: i
+                    .repo_tags
+                    .into_iter()
+                    .filter(|t| t != "<none>:<none>")
+                    .collect(),
+                labels: i.labels.into_iter().collect(),
+            })
+            .collect())
+    }
+
+    pub(crate) async fn do_remove_image(&self, reference: &str) -> Result<(), EngineError> {
+        let opts = RemoveImageOptionsBuilder::default()
+            .force(false)
+            .noprune(false)
+            .build();
+        match self.docker.remove_image(reference, Some(opts), None).await {
+            Ok(_) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(()),
+            Err(e) => Err(EngineError::from_bollard(e, || {
+                format!("image {reference}")
+            })),
+        }
+    }
+
     pub(crate) async fn do_image_info(&self, image: &str) -> Result<ImageInfo, EngineError> {
         let i = self
             .docker

@@ -11,6 +11,12 @@ pub const OWNER_HOST: &str = "io.berth.owner-host";
 /// Path of the owner's liveness lock file on its host (see [`crate::Owner`]), so any berth
 /// process — whatever its temp dir or `BERTH_OWNERS_DIR` — checks the right file.
 pub const OWNER_LOCK: &str = "io.berth.owner-lock";
+/// The scoped-socket scope (berth-proxy) an object was created through.
+pub const SCOPE: &str = "io.berth.scope";
+/// On a scope's tag marker (a volume carrying the scope's owner labels, created by the scoped
+/// socket when the scope first creates an image tag): the scope whose job-local image tags
+/// (`<scope>_<repo>:<tag>`) `berth gc` removes once the owner is dead.
+pub const TAGS_OF: &str = "io.berth.tags-of";
 /// Build id within the owner.
 pub const BUILD: &str = "io.berth.build";
 /// Job name.

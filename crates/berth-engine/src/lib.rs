@@ -23,7 +23,10 @@ pub use connect::{DaemonAddress, DockerEngine, install_crypto_provider};
 pub use error::EngineError;
 pub use events::DaemonEvent;
 pub use owner::Owner;
-pub use reap::{ReapReport, reap, reap_dead_owners, reap_when_reachable, remove_all};
+pub use reap::{
+    DeadScopeImages, ReapReport, dead_scope_images, reap, reap_dead_owners, reap_when_reachable,
+    remove_all,
+};
 pub use types::*;
 
 use async_trait::async_trait;
@@ -97,6 +100,19 @@ pub trait Engine: Send + Sync {
     async fn create_volume(&self, name: &str, labels: &Labels) -> Result<(), EngineError>;
     /// Removes a volume; a missing volume is not an error.
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
+
+    /// Every image in the daemon's store with its tags and labels. Engines without an image
+    /// store (test fakes) have none.
+    async fn list_images(&self) -> Result<Vec<ImageSummary>, EngineError> {
+        Ok(Vec::new())
+    }
+    /// Removes an image reference without force: a tag is untagged (and the image deleted
+    /// with it when no other tag or container holds it); an id deletes an untagged image. A
+    /// missing reference is not an error; an image in use is (`EngineError::Api`, HTTP 409).
+    async fn remove_image(&self, reference: &str) -> Result<(), EngineError> {
+        let _ = reference;
+        Ok(())
+    }
 
     /// Every container on the daemon, running or not (for telling what a job left behind).
     async fn list_containers(&self) -> Result<Vec<LabelledObject>, EngineError>;

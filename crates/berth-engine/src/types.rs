@@ -115,6 +115,8 @@ pub enum ObjectKind {
     Container,
     Network,
     Volume,
+    /// An image tag, or an untagged image by id.
+    Image,
 }
 
 impl std::fmt::Display for ObjectKind {
@@ -123,15 +125,25 @@ impl std::fmt::Display for ObjectKind {
             ObjectKind::Container => "container",
             ObjectKind::Network => "network",
             ObjectKind::Volume => "volume",
+            ObjectKind::Image => "image",
         })
     }
 }
 
-/// A container, network or volume found by label.
+/// An image in the daemon's store, with every tag pointing at it.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ImageSummary {
+    pub id: String,
+    /// `repo:tag` references (none for an untagged image).
+    pub tags: Vec<String>,
+    pub labels: Labels,
+}
+
+/// A container, network, volume or image found by label.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelledObject {
     pub kind: ObjectKind,
-    /// Id for containers and networks, name for volumes.
+    /// Id for containers and networks, name for volumes, tag (or id when untagged) for images.
     pub id: String,
     pub name: String,
     pub labels: Labels,

@@ -26,7 +26,8 @@ mod rewrite;
 mod scope;
 mod state;
 
-pub use listen::{ProxyConfig, ScopedProxy, StartError};
+pub use forward::MAX_IDLE as MAX_IDLE_DAEMON_CONNECTIONS;
+pub use listen::{DaemonConnections, ProxyConfig, ScopedProxy, StartError};
 pub use policy::{Policy, PolicyFileError, rules};
 pub use reap::ReapReport;
 pub use rewrite::{Workspace, WorkspaceError};

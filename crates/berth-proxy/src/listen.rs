@@ -2,6 +2,10 @@
 //!
 //! Owns: [`ScopedProxy`] — starting an endpoint for a scope, and closing it: stop accepting, end
 //! open connections and streams, wait for in-flight requests, then reap the scope.
+//! Each endpoint is served by its own thread running a single-threaded tokio runtime: a
+//! request's client connection, handler and daemon connection then run on one thread, with no
+//! cross-thread wake-ups per request (which cost more than the proxy's own work on `/_ping`),
+//! and one job's load cannot starve the caller's runtime.
 //! Must not: look at requests; every request goes to `handler`, one at a time per connection,
 //! so each request on a keep-alive connection is authorized on its own.
 
@@ -53,13 +57,29 @@ pub enum StartError {
     },
 }
 
+/// Counts of an endpoint's daemon connections (see [`ScopedProxy::daemon_connections`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DaemonConnections {
+    /// Open now: idle in the pool, in use, or hijacked.
+    pub open: usize,
+    /// Idle in the pool (at most [`crate::MAX_IDLE_DAEMON_CONNECTIONS`]).
+    pub idle: usize,
+    /// Opened since the endpoint started.
+    pub opened: usize,
+}
+
 /// A running scoped endpoint. Call [`ScopedProxy::shutdown_and_reap`] when the job ends;
 /// dropping it without that stops serving but leaves the scope's objects to `berth gc`.
 #[derive(Debug)]
 pub struct ScopedProxy {
     state: Arc<State>,
     listen: PathBuf,
-    accept: tokio::task::JoinHandle<()>,
+    /// Ends the endpoint's thread (and with it every task still on its runtime).
+    stop: tokio_util::sync::CancellationToken,
+    /// Resolves when the endpoint's thread has stopped accepting.
+    accept_done: Option<tokio::sync::oneshot::Receiver<()>>,
+    /// Resolves when the endpoint's thread has ended.
+    thread_done: Option<tokio::sync::oneshot::Receiver<()>>,
 }
 
 impl ScopedProxy {
@@ -72,8 +92,9 @@ impl ScopedProxy {
             return Err(StartError::NoOwner);
         }
         let scope = Scope::new(&config.scope, config.owner_labels)?;
-        let daemon = Daemon::new(&config.daemon_socket);
-        match daemon.call(Method::GET, "/_ping", None).await {
+        // The probe's connection is driven by the caller's runtime: not pooled for the endpoint.
+        let probe = Daemon::new(&config.daemon_socket);
+        match probe.call(Method::GET, "/_ping", None).await {
             Ok((StatusCode::OK, _)) => {}
             Ok((s, _)) => {
                 return Err(StartError::Daemon {
@@ -88,58 +109,77 @@ impl ScopedProxy {
                 });
             }
         }
+        drop(probe);
+        let daemon = Daemon::new(&config.daemon_socket);
         let listen = config.listen.clone();
         remove_stale_socket(&listen);
-        let listener =
-            tokio::net::UnixListener::bind(&listen).map_err(|source| StartError::Listen {
+        let listener = std::os::unix::net::UnixListener::bind(&listen)
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(|source| StartError::Listen {
                 path: listen.clone(),
                 source,
             })?;
         let state = Arc::new(State::new(daemon, scope, config.policy, config.workspace));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let (accept_tx, accept_rx) = tokio::sync::oneshot::channel();
+        let (thread_tx, thread_rx) = tokio::sync::oneshot::channel();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let st = state.clone();
-        let accept = tokio::spawn(async move {
-            loop {
-                let stream = tokio::select! {
-                    r = listener.accept() => match r {
-                        Ok((s, _)) => s,
-                        Err(e) => {
-                            tracing::warn!("scoped socket accept failed: {e}");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    },
-                    () = st.cancel.cancelled() => return,
-                };
-                let st2 = st.clone();
-                st.tracker.spawn(async move {
-                    let svc = {
-                        let st3 = st2.clone();
-                        service_fn(move |req| {
-                            let st4 = st3.clone();
-                            async move {
-                                Ok::<_, std::convert::Infallible>(
-                                    crate::handler::handle(st4, req).await,
-                                )
-                            }
-                        })
-                    };
-                    let conn = http1::Builder::new()
-                        .max_buf_size(256 * 1024)
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades();
-                    tokio::select! {
-                        r = conn => if let Err(e) = r {
-                            tracing::debug!("scoped socket connection ended: {e}");
-                        },
-                        () = st2.cancel.cancelled() => {}
+        let stop2 = stop.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("berth-proxy-{}", state.scope.name()))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
                     }
+                };
+                rt.block_on(async move {
+                    let listener = match tokio::net::UnixListener::from_std(listener) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = ready_tx.send(Ok(()));
+                    accept_loop(listener, st.clone()).await;
+                    let _ = accept_tx.send(());
+                    // In-flight requests and streams keep running here until they end or the
+                    // endpoint is stopped.
+                    tokio::select! {
+                        () = st.tracker.wait() => {}
+                        () = stop2.cancelled() => {}
+                    }
+                    stop2.cancelled().await;
                 });
-            }
-        });
+                drop(rt);
+                let _ = thread_tx.send(());
+            });
+        let ready = match spawned {
+            Ok(_) => ready_rx
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("the endpoint thread ended early"))),
+            Err(e) => Err(e),
+        };
+        if let Err(source) = ready {
+            stop.cancel();
+            return Err(StartError::Listen {
+                path: listen.clone(),
+                source,
+            });
+        }
         Ok(ScopedProxy {
             state,
             listen,
-            accept,
+            stop,
+            accept_done: Some(accept_rx),
+            thread_done: Some(thread_rx),
         })
     }
 
@@ -151,6 +191,17 @@ impl ScopedProxy {
         self.state.scope.name()
     }
 
+    /// The endpoint's daemon connections: open now (idle in the pool or in use), idle in the
+    /// pool, and opened in total. For tests and diagnostics of connection reuse.
+    pub fn daemon_connections(&self) -> DaemonConnections {
+        let (open, opened) = self.state.daemon.connections();
+        DaemonConnections {
+            open,
+            idle: self.state.daemon.idle_connections(),
+            opened,
+        }
+    }
+
     /// Creates (on first use) the scope's own bridge network and returns its daemon name. The
     /// runner attaches the job's container to it so the job reaches the containers it starts by
     /// their job-visible names.
@@ -160,13 +211,66 @@ impl ScopedProxy {
 
     /// Closes the endpoint (no new connections, open streams ended), waits briefly for
     /// in-flight requests, then removes everything the scope created.
-    pub async fn shutdown_and_reap(self) -> ReapReport {
+    pub async fn shutdown_and_reap(mut self) -> ReapReport {
         self.state.cancel.cancel();
-        let _ = self.accept.await;
+        if let Some(a) = self.accept_done.take() {
+            let _ = a.await;
+        }
         let _ = std::fs::remove_file(&self.listen);
         self.state.tracker.close();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.state.tracker.wait()).await;
+        self.stop.cancel();
+        if let Some(t) = self.thread_done.take() {
+            let _ = t.await;
+        }
         reap_scope(&self.state.daemon, &self.state.scope).await
+    }
+}
+
+impl Drop for ScopedProxy {
+    /// Stops serving (the scope's objects stay for `berth gc`, unless shut down first).
+    fn drop(&mut self) {
+        self.state.cancel.cancel();
+        self.stop.cancel();
+    }
+}
+
+/// Accepts connections until the endpoint is cancelled; each is served on its own task.
+async fn accept_loop(listener: tokio::net::UnixListener, st: Arc<State>) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!("scoped socket accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = st.cancel.cancelled() => return,
+        };
+        let st2 = st.clone();
+        st.tracker.spawn(async move {
+            let svc = {
+                let st3 = st2.clone();
+                service_fn(move |req| {
+                    let st4 = st3.clone();
+                    async move {
+                        Ok::<_, std::convert::Infallible>(crate::handler::handle(st4, req).await)
+                    }
+                })
+            };
+            let conn = http1::Builder::new()
+                .max_buf_size(256 * 1024)
+                .serve_connection(TokioIo::new(stream), svc)
+                .with_upgrades();
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!("scoped socket connection ended: {e}");
+                },
+                () = st2.cancel.cancelled() => {}
+            }
+        });
     }
 }
 

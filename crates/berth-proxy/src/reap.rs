@@ -1,7 +1,8 @@
 //! Removing everything a scope created: on shutdown, and by label after a crash.
 //!
 //! Owns: the removal order (containers with their anonymous volumes, then networks, then volumes,
-//! then image tags the scope created) and retrying while late creates appear.
+//! then image tags the scope created, then untagged images it built, then its tag marker) and
+//! retrying while late creates appear.
 //! Must not: remove anything not both registered or labelled with this scope **and** labelled
 //! with this owner; a failed removal never stops the others, and is reported.
 
@@ -85,6 +86,18 @@ pub async fn reap_scope(daemon: &Daemon, scope: &Scope) -> ReapReport {
             )
             .await;
         }
+        // Images the scope built that no tag names any more (untagged builds, or builds whose
+        // tags were just removed and that something else still held).
+        for id in untagged_images(daemon, scope).await {
+            remove(
+                daemon,
+                &mut report,
+                "image",
+                &format!("/images/{}", encode_segment(&id)),
+                &id,
+            )
+            .await;
+        }
         let again = labelled_any(daemon, scope).await;
         if !again && report.removed.len() >= before {
             break;
@@ -94,7 +107,47 @@ pub async fn reap_scope(daemon: &Daemon, scope: &Scope) -> ReapReport {
         .failed
         .retain(|(what, _)| !report.removed.contains(what));
     report.failed.dedup();
+    // The tag marker goes last: while an image of the scope remains, gc still needs it.
+    if report
+        .failed
+        .iter()
+        .all(|(what, _)| !what.starts_with("image "))
+    {
+        let (marker, _) = scope.tag_marker();
+        remove(
+            daemon,
+            &mut report,
+            "volume",
+            &format!("/volumes/{}", encode_segment(&marker)),
+            &marker,
+        )
+        .await;
+    }
     report
+}
+
+/// Ids of images labelled with this scope and owner that have no tag.
+async fn untagged_images(daemon: &Daemon, scope: &Scope) -> Vec<String> {
+    let f = label_filter(scope);
+    let Ok((_, v)) = daemon
+        .call(Method::GET, &format!("/images/json{f}"), None)
+        .await
+    else {
+        return Vec::new();
+    };
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|i| {
+                    i["RepoTags"].as_array().is_none_or(|t| {
+                        t.iter()
+                            .all(|t| t.as_str().is_none_or(|t| t == "<none>:<none>"))
+                    })
+                })
+                .filter_map(|i| i["Id"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn dedup(v: &mut Vec<String>) {

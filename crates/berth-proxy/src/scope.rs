@@ -17,7 +17,7 @@ use crate::parse::encode_segment;
 use crate::refusal::Refusal;
 
 /// The label naming the scope on everything created through the endpoint.
-pub const SCOPE_LABEL: &str = "io.berth.scope";
+pub const SCOPE_LABEL: &str = berth_engine::labels::SCOPE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScopeNameError {
@@ -108,6 +108,17 @@ impl Scope {
     fn reg(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A poisoned lock only means another request panicked mid-update; the sets stay usable.
         self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The scope's tag marker: a volume named `<scope>.berth-tags` (no job name can produce it:
+    /// job names become `<scope>_<name>`, and scope names have no `.`), with the scope's owner
+    /// labels and `io.berth.tags-of=<scope>` but no scope label, so the job never sees it. It
+    /// lets `berth gc` attribute the scope's job-local tags to its owner after a crash.
+    pub fn tag_marker(&self) -> (String, BTreeMap<String, String>) {
+        let mut labels = self.labels.clone();
+        labels.remove(SCOPE_LABEL);
+        labels.insert(berth_engine::labels::TAGS_OF.to_string(), self.name.clone());
+        (format!("{}.berth-tags", self.name), labels)
     }
 
     /// `db` → `<scope>_db`.

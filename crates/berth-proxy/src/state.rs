@@ -24,6 +24,7 @@ pub struct State {
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
     scope_net: tokio::sync::Mutex<bool>,
+    tag_marker: tokio::sync::Mutex<bool>,
 }
 
 impl State {
@@ -41,6 +42,7 @@ impl State {
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             scope_net: tokio::sync::Mutex::new(false),
+            tag_marker: tokio::sync::Mutex::new(false),
         }
     }
 
@@ -48,6 +50,30 @@ impl State {
     /// name (`<scope>_<name>`) and no other scope can collide with.
     pub fn scope_network_name(&self) -> String {
         self.scope.name().to_string()
+    }
+
+    /// Creates the scope's tag marker (see [`Scope::tag_marker`]) before its first job-local
+    /// tag, so that no tag exists that `berth gc` could not attribute after a crash.
+    pub async fn tag_marker(&self) -> Result<(), Refusal> {
+        let mut created = self.tag_marker.lock().await;
+        if *created {
+            return Ok(());
+        }
+        let (name, labels) = self.scope.tag_marker();
+        let body = json!({ "Name": name, "Driver": "local", "Labels": labels });
+        let (status, v) = self
+            .daemon
+            .call(Method::POST, "/volumes/create", Some(&body))
+            .await
+            .map_err(|e| Refusal::Daemon(e.to_string()))?;
+        if status != StatusCode::CREATED {
+            return Err(Refusal::Daemon(format!(
+                "failed to create the scope's tag marker {name}: {}",
+                v["message"].as_str().unwrap_or("unexpected answer")
+            )));
+        }
+        *created = true;
+        Ok(())
     }
 
     /// Creates the scope's network on first use; returns its daemon name.

@@ -1116,3 +1116,157 @@ async fn workspace_binds_are_translated_and_cannot_escape() {
     assert!(!daemon_has_container(&a.daemon_name("escape")).await);
     a.finish().await;
 }
+
+/// Daemon connections are pooled per endpoint. A request that leaves its daemon connection in
+/// an unknown state — a body cut short that carries a smuggled request, conflicting framing, an
+/// answer abandoned mid-stream — must not hand that connection to the next request: the next
+/// requests (another client, same endpoint; and another scope) get correct answers, and
+/// nothing the first request carried reaches the daemon.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_daemon_connections_carry_nothing_between_requests() {
+    if !docker_or_skip("pooled_connections").await {
+        return;
+    }
+    let a = start("reuse").await;
+    let c = start("reuse-other").await;
+    let a_id = a.run("web", &["sleep", "300"]).await;
+    let c_id = c.run("web", &["sleep", "300"]).await;
+    let evil = format!(r#"{{"Image":"{BUSYBOX}","HostConfig":{{"Privileged":true}}}}"#);
+    let pooled = |s: &Scoped| s.proxy.as_ref().expect("proxy").daemon_connections();
+    for _ in 0..4 {
+        assert_eq!(a.send(&get("/_ping")).await.status, 200);
+    }
+    assert!(
+        pooled(&a).idle >= 1,
+        "no pooled connection: {:?}",
+        pooled(&a)
+    );
+
+    // 1: an archive upload that promises 4096 bytes, sends a smuggled privileged create
+    // instead, and closes. Had the daemon connection been reused, the next request's bytes
+    // would complete this body (or the smuggled one would be read as a request).
+    let mut smuggled = post_json("/containers/create?name=s1", &evil);
+    smuggled.resize(1024, 0);
+    let mut req = format!(
+        "PUT /containers/{a_id}/archive?path=/tmp HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\nContent-Length: 4096\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend(&smuggled);
+    let _ = raw_cut_short(&a.sock, &req).await.expect("cut short");
+
+    // 2: conflicting framing carrying a smuggled create in its chunk data.
+    let body = String::from_utf8(post_json("/containers/create?name=s2", &evil)).unwrap();
+    let req = format!(
+        "PUT /containers/{a_id}/archive?path=/tmp HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    let rs = raw_all(&a.sock, req.as_bytes()).await.expect("framing");
+    assert!(
+        rs.first().is_some_and(|r| r.status >= 400),
+        "conflicting framing accepted: {rs:?}"
+    );
+
+    // 3: a followed log stream abandoned after its first bytes.
+    raw_abandon(
+        &a.sock,
+        get(&format!(
+            "/containers/{a_id}/logs?follow=1&stdout=1&stderr=1"
+        ))
+        .as_slice(),
+    )
+    .await
+    .expect("abandon");
+
+    // Now other clients of the same endpoint, and another scope, concurrently.
+    let mut checks = Vec::new();
+    for i in 0..16 {
+        let (s, own, other) = if i % 2 == 0 {
+            (&a, &a_id, &c_id)
+        } else {
+            (&c, &c_id, &a_id)
+        };
+        checks.push(async move {
+            let r = s.send(&get(&format!("/containers/{own}/json"))).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.json()["Id"], own.as_str());
+            assert_eq!(r.json()["Name"], "/web");
+            let r = s.send(&get("/containers/json")).await;
+            let ids: Vec<Value> = r
+                .json()
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|c| c["Id"].clone())
+                .collect();
+            assert_eq!(ids, [json!(own)], "{}", r.body);
+            let r = s.send(&get(&format!("/containers/{other}/json"))).await;
+            assert_eq!(r.status, 404, "{}", r.body);
+            let r = s.send(&get("/_ping")).await;
+            assert_eq!((r.status, r.body.as_str()), (200, "OK"));
+        });
+    }
+    futures_util::future::join_all(checks).await;
+    let name = format!("ok{}", std::process::id());
+    a.create(&name, &["true"]).await;
+
+    for n in ["s1", "s2"] {
+        for s in [&a, &c] {
+            assert!(
+                !daemon_has_container(&s.daemon_name(n)).await,
+                "{n} created"
+            );
+        }
+    }
+    let left = daemon_list(&all_owner_filter()).await;
+    for o in &left {
+        if let Some(id) = o.strip_prefix("container ") {
+            assert_ne!(
+                daemon_inspect(id).await["HostConfig"]["Privileged"],
+                true,
+                "a privileged container exists: {id}"
+            );
+        }
+    }
+    assert_eq!(daemon_inspect(&c_id).await["State"]["Running"], true);
+    assert!(pooled(&a).idle <= berth_proxy::MAX_IDLE_DAEMON_CONNECTIONS);
+    eprintln!("3 connection-reuse attack cases refused");
+    a.finish().await;
+    c.finish().await;
+}
+
+/// Many requests at concurrency 16 reuse daemon connections, and the pool stays bounded: once
+/// they are answered, no more than the pool's bound stay open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_connections_are_reused_and_bounded() {
+    if !docker_or_skip("pool_bounded").await {
+        return;
+    }
+    let a = start("pool").await;
+    a.create("one", &["true"]).await;
+    let bound = berth_proxy::MAX_IDLE_DAEMON_CONNECTIONS;
+    let n = 400;
+    let sent = std::sync::atomic::AtomicUsize::new(0);
+    let worker = || async {
+        while sent.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < n {
+            let r = a.send(&get("/containers/json?all=1")).await;
+            assert_eq!(r.status, 200, "{}", r.body);
+            assert_eq!(r.json().as_array().map(Vec::len), Some(1));
+        }
+    };
+    futures_util::future::join_all((0..16).map(|_| worker())).await;
+    let stats = || a.proxy.as_ref().expect("proxy").daemon_connections();
+    // Each list is a daemon call, so 400 requests without reuse would open 400+ connections.
+    assert!(stats().opened < n / 4, "little reuse: {:?}", stats());
+    assert!(stats().idle <= bound, "{:?}", stats());
+    // Closed connections end once the daemon side sees the close (waited for, not timed).
+    for _ in 0..500 {
+        if stats().open <= bound {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(stats().open <= bound, "{:?}", stats());
+    eprintln!("{n} requests at concurrency 16: {:?}", stats());
+    a.finish().await;
+}

@@ -490,13 +490,7 @@ docker run --rm -v /etc:/host berth-test/busybox:latest true 2>&1 || echo refuse
     let job = r.json()["Id"].as_str().unwrap().to_string();
     let started = daemon(&post(&format!("/containers/{job}/start"))).await;
     let wait = if started.status == 204 {
-        tokio::time::timeout(
-            std::time::Duration::from_secs(180),
-            daemon(&post(&format!("/containers/{job}/wait"))),
-        )
-        .await
-        .map(|r| r.json())
-        .unwrap_or_default()
+        daemon_wait(&job).await
     } else {
         serde_json::Value::Null
     };

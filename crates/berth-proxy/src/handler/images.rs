@@ -1,5 +1,7 @@
 //! Images: pulls, builds (classic builder, no host-reaching options), tags and commits. Every
-//! tag a job creates is job-local (`<scope>_<repo>:<tag>`), so shared tags are never overwritten.
+//! tag a job creates is job-local (`<scope>_<repo>:<tag>`), so shared tags are never overwritten;
+//! the scope's tag marker is created before its first job-local tag, and every build carries
+//! the scope's labels, so `berth gc` finds both after a crash.
 
 use http::{HeaderValue, Method, StatusCode};
 use hyper::body::Incoming;
@@ -34,6 +36,7 @@ impl Handler<'_> {
     /// exist yet. Returns the daemon's tag.
     pub(super) async fn claim_tag(&self, tag: &str) -> Result<String, Refusal> {
         if let Some(local) = self.scope().local_tag(tag) {
+            self.state.tag_marker().await?;
             self.scope().add_tag(&local);
             return Ok(local);
         }

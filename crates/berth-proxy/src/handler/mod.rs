@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 
 use crate::body::{self, Schema};
-use crate::forward::{self, BoxBody, Daemon, MAX_ANSWER};
+use crate::forward::{self, BoxBody, Daemon, DaemonBody, MAX_ANSWER};
 use crate::parse::{Query, QueryOut, Target, parse_path};
 use crate::policy::{self, rules, string_field, strings_field};
 use crate::refusal::Refusal;
@@ -512,7 +512,7 @@ impl Handler<'_> {
         body: BoxBody,
         content_type: Option<&str>,
         extra: &[(&str, HeaderValue)],
-    ) -> Result<Response<Incoming>, Refusal> {
+    ) -> Result<Response<DaemonBody>, Refusal> {
         let mut b = Daemon::request(method, path);
         if let Some(ct) = content_type {
             b = b.header(header::CONTENT_TYPE, ct);
@@ -539,7 +539,7 @@ impl Handler<'_> {
         self.stream_back(resp).await
     }
 
-    pub(super) async fn stream_back(&self, resp: Response<Incoming>) -> Answer {
+    pub(super) async fn stream_back(&self, resp: Response<DaemonBody>) -> Answer {
         let (parts, body) = resp.into_parts();
         if parts.status.is_client_error() || parts.status.is_server_error() {
             // Error bodies are small JSON; strip scoped names from them.

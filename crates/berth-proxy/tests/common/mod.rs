@@ -215,6 +215,7 @@ pub fn cleanup_blocking(scope: &str) {
             v["Name"].as_str().unwrap_or("-")
         )));
     }
+    let _ = blocking(&delete(&format!("/volumes/{scope}.berth-tags")));
     for i in list("/images/json").as_array().cloned().unwrap_or_default() {
         for t in i["RepoTags"].as_array().cloned().unwrap_or_default() {
             if let Some(t) = t.as_str().filter(|t| t.starts_with(&format!("{scope}_"))) {
@@ -387,12 +388,50 @@ pub async fn raw(sock: &Path, req: &[u8]) -> std::io::Result<Resp> {
 
 /// Sends bytes, reads until the peer closes (or 20 s), parses every response in order.
 pub async fn raw_all(sock: &Path, req: &[u8]) -> std::io::Result<Vec<Resp>> {
+    raw_all_within(sock, req, Duration::from_secs(20)).await
+}
+
+/// `POST /containers/{id}/wait` on the daemon, allowing up to 180 s for a slow job on a loaded
+/// machine (the 20 s read bound of [`raw`] is for answers that come at once).
+pub async fn daemon_wait(id: &str) -> Value {
+    raw_all_within(
+        Path::new(DAEMON),
+        &post(&format!("/containers/{id}/wait")),
+        Duration::from_secs(180),
+    )
+    .await
+    .ok()
+    .and_then(|r| r.into_iter().next())
+    .map(|r| r.json())
+    .unwrap_or_default()
+}
+
+async fn raw_all_within(sock: &Path, req: &[u8], within: Duration) -> std::io::Result<Vec<Resp>> {
     let mut s = tokio::net::UnixStream::connect(sock).await?;
     // A proxy may answer and close before reading everything (oversized bodies): keep reading.
     let _ = s.write_all(req).await;
     let mut buf = Vec::new();
+    let _ = tokio::time::timeout(within, s.read_to_end(&mut buf)).await;
+    Ok(parse_responses(&buf))
+}
+
+/// Sends bytes, then closes the sending side (a request cut short), and reads what comes back.
+pub async fn raw_cut_short(sock: &Path, req: &[u8]) -> std::io::Result<Vec<Resp>> {
+    let mut s = tokio::net::UnixStream::connect(sock).await?;
+    let _ = s.write_all(req).await;
+    let _ = s.shutdown().await;
+    let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf)).await;
     Ok(parse_responses(&buf))
+}
+
+/// Sends a request, reads only the start of the answer, and drops the connection mid-answer.
+pub async fn raw_abandon(sock: &Path, req: &[u8]) -> std::io::Result<()> {
+    let mut s = tokio::net::UnixStream::connect(sock).await?;
+    s.write_all(req).await?;
+    let mut buf = [0u8; 64];
+    let _ = tokio::time::timeout(Duration::from_secs(20), s.read(&mut buf)).await;
+    Ok(())
 }
 
 fn parse_responses(mut buf: &[u8]) -> Vec<Resp> {
