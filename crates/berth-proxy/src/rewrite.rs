@@ -134,7 +134,8 @@ impl Workspace {
     }
 }
 
-/// In a container inspect answer, shows bind sources as the job sees them.
+/// In a container inspect answer or a container list entry, shows bind sources as the job sees
+/// them.
 pub fn binds_to_job_view(ws: &Workspace, v: &mut Value) {
     if let Some(Value::Array(binds)) = v.pointer_mut("/HostConfig/Binds") {
         for b in binds.iter_mut() {

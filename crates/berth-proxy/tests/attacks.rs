@@ -1084,6 +1084,29 @@ async fn workspace_binds_are_translated_and_cannot_escape() {
         "{}",
         seen["Mounts"]
     );
+    // So does the container list (`docker ps`, compose): no host path leaks there either.
+    let list = a
+        .send(&get("/containers/json?all=1"))
+        .await
+        .json();
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["Id"] == id.as_str())
+        .unwrap_or_else(|| panic!("{list}"));
+    assert!(
+        !listed["Mounts"]
+            .to_string()
+            .contains(&host.display().to_string()),
+        "{}",
+        listed["Mounts"]
+    );
+    assert!(
+        listed["Mounts"].to_string().contains(&format!("{JOB_WS}/d")),
+        "{}",
+        listed["Mounts"]
+    );
     assert_eq!(
         a.send(&post(&format!("/containers/{id}/start")))
             .await

@@ -18,9 +18,16 @@ impl Handler<'_> {
             &reserialize_filters(f, Some(&self.scope_label()))?,
         );
         let path = format!("{}{}", self.path(&["containers", "json"]), qo.finish());
-        self.rewritten(Method::GET, &path, None, |scope, v| {
+        let ws = self.state.workspace.clone();
+        self.rewritten(Method::GET, &path, None, move |scope, v| {
             if let Value::Array(a) = v {
                 a.retain(|c| c["Id"].as_str().is_some_and(|id| scope.owns_container(id)));
+                // Bind sources as the job knows them, as in inspect.
+                if let Some(ws) = &ws {
+                    for c in a.iter_mut() {
+                        crate::rewrite::binds_to_job_view(ws, c);
+                    }
+                }
             }
         })
         .await
