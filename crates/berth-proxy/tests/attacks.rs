@@ -1085,10 +1085,7 @@ async fn workspace_binds_are_translated_and_cannot_escape() {
         seen["Mounts"]
     );
     // So does the container list (`docker ps`, compose): no host path leaks there either.
-    let list = a
-        .send(&get("/containers/json?all=1"))
-        .await
-        .json();
+    let list = a.send(&get("/containers/json?all=1")).await.json();
     let listed = list
         .as_array()
         .unwrap()
@@ -1103,7 +1100,9 @@ async fn workspace_binds_are_translated_and_cannot_escape() {
         listed["Mounts"]
     );
     assert!(
-        listed["Mounts"].to_string().contains(&format!("{JOB_WS}/d")),
+        listed["Mounts"]
+            .to_string()
+            .contains(&format!("{JOB_WS}/d")),
         "{}",
         listed["Mounts"]
     );
