@@ -1,7 +1,8 @@
 //! The state one scoped endpoint shares between its connections.
 //!
-//! Owns: the daemon handle, the scope, the policy, the workspace, the cancellation token and task
-//! tracker that end open streams on shutdown, and the scope's own network.
+//! Owns: the daemon handle and its API version, the scope, the policy, the workspace, the
+//! cancellation token and task tracker that end open streams on shutdown, and the scope's own
+//! network.
 //! Must not: hold per-request data.
 
 use http::{Method, StatusCode};
