@@ -296,3 +296,36 @@ fn gc_removes_a_killed_scopes_image_tags_and_builds_only() {
     assert_eq!(marker(&live), 404, "{err}");
     assert_eq!(image_status("berth-test/busybox:latest"), 200);
 }
+
+/// `--workspace-volume` names the volume holding `--workspace`: it needs `--workspace` and a
+/// valid volume name, and both mistakes are usage errors before anything is started.
+#[test]
+fn berth_proxy_workspace_volume_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["proxy", "--listen"])
+            .arg(&sock)
+            .args(["--scope", "clitest-wsvol"])
+            .args(extra)
+            .env("BERTH_OWNERS_DIR", dir.path().join("owners"))
+            .env("DOCKER_HOST", format!("unix://{DAEMON}"))
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--workspace-volume", "ws"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--workspace"),
+        "{out:?}"
+    );
+    let ws = format!("/ws={}", dir.path().display());
+    let out = run(&["--workspace", &ws, "--workspace-volume", "../etc"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a valid volume name"),
+        "{out:?}"
+    );
+    assert!(!sock.exists());
+}

@@ -2,7 +2,9 @@
 # Runs berth-proxy's Docker test suites against a nested Docker Engine 26.1 (API 1.45) with the
 # Docker CLI 26 and Compose v2 from Debian trixie, inside a container on the host's daemon.
 #
-#   crates/berth-proxy/scripts/test-engine26.sh
+#   crates/berth-proxy/scripts/test-engine26.sh [TEST-BINARY-ARGS...]
+#
+# Extra arguments go to every test binary (e.g. a test name filter, `--nocapture`).
 #
 # Builds the trixie image once (debootstrap, ~1 min; tag berth-test/trixie-dind:latest), starts
 # the nested engine (labelled io.berth.owner so `berth gc`-style cleanup can find it), loads the
@@ -53,6 +55,6 @@ done
 status=0
 for b in $bins; do
   echo "== $(basename "$b") on engine 26.1"
-  docker exec -w /tmp -e BERTH_REQUIRE_DOCKER=1 -e BERTH_MODERN_DOCKER_CLI=/usr/bin/docker "$NAME" "$b" --test-threads 2 || status=1
+  docker exec -w /tmp -e BERTH_REQUIRE_DOCKER=1 -e BERTH_MODERN_DOCKER_CLI=/usr/bin/docker "$NAME" "$b" --test-threads 2 "$@" || status=1
 done
 exit $status

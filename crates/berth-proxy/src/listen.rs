@@ -26,6 +26,12 @@ use crate::rewrite::Workspace;
 use crate::scope::{Scope, ScopeNameError};
 use crate::state::State;
 
+/// `1.45` → `(1, 45)`.
+fn parse_api_version(v: &str) -> Option<(u32, u32)> {
+    let (a, b) = v.split_once('.')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
 /// What a scoped endpoint needs.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -109,6 +115,12 @@ impl ScopedProxy {
                 });
             }
         }
+        // The daemon's API version decides how workspace binds are mounted (volume `Subpath`
+        // mounts need 1.45); an answer without one counts as old.
+        let api = match probe.call(Method::GET, "/version", None).await {
+            Ok((StatusCode::OK, v)) => v["ApiVersion"].as_str().and_then(parse_api_version),
+            _ => None,
+        };
         drop(probe);
         let daemon = Daemon::new(&config.daemon_socket);
         let listen = config.listen.clone();
@@ -119,7 +131,13 @@ impl ScopedProxy {
                 path: listen.clone(),
                 source,
             })?;
-        let state = Arc::new(State::new(daemon, scope, config.policy, config.workspace));
+        let state = Arc::new(State::new(
+            daemon,
+            scope,
+            config.policy,
+            config.workspace,
+            api,
+        ));
         let stop = tokio_util::sync::CancellationToken::new();
         let (accept_tx, accept_rx) = tokio::sync::oneshot::channel();
         let (thread_tx, thread_rx) = tokio::sync::oneshot::channel();
@@ -181,6 +199,17 @@ impl ScopedProxy {
             accept_done: Some(accept_rx),
             thread_done: Some(thread_rx),
         })
+    }
+
+    /// The daemon's API version, as learned at start (`None` if it did not say).
+    pub fn daemon_api_version(&self) -> Option<(u32, u32)> {
+        self.state.api
+    }
+
+    /// Whether binds inside the workspace are forwarded as volume `Subpath` mounts: the
+    /// workspace is a volume and the daemon speaks API ≥ 1.45.
+    pub fn uses_subpath_mounts(&self) -> bool {
+        self.state.subpath_mounts()
     }
 
     pub fn socket_path(&self) -> &Path {

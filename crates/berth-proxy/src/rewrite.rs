@@ -1,35 +1,46 @@
 //! Rewriting requests and answers so paths and names mean what the job thinks.
 //!
-//! Owns: translating bind sources from the job's view of its workspace to the host path
-//! (resolving symlinks inside the workspace root and refusing anything that leaves it), and
-//! stripping the scope prefix from names in the daemon's answers.
+//! Owns: translating bind sources from the job's view of its workspace to what the daemon
+//! mounts — a volume `Subpath` mount when the workspace is a Docker volume and the daemon speaks
+//! API ≥ 1.45 (the daemon resolves the subpath safely inside the volume), otherwise the host path
+//! (resolving symlinks inside the workspace root and refusing anything that leaves it) — showing
+//! both back as the job's paths in answers, and stripping the scope prefix from names in the
+//! daemon's answers.
 //! Must not: authorize; `policy` and `handler` decide, this module only maps.
 //!
-//! Residual race (documented in docs/scoped-socket.md): the daemon resolves the translated path
-//! again when it mounts it. The proxy forwards the fully resolved path (no symlinks left at check
-//! time), but a job that can write its workspace could swap a directory on that path for a
-//! symlink between the check and the mount. Engines with API ≥ 1.45 could close this with volume
-//! `Subpath` mounts; that is not done yet.
+//! Residual race on older engines or host-directory workspaces (documented in
+//! docs/scoped-socket.md): the daemon resolves the translated host path again when it mounts it.
+//! The proxy forwards the fully resolved path (no symlinks left at check time), but a job that
+//! can write its workspace could swap a directory on that path for a symlink between the check
+//! and the mount. `Subpath` mounts do not have it: the proxy never resolves anything on the host.
 
 use std::path::{Component, Path, PathBuf};
 
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::policy::rules;
 use crate::refusal::Refusal;
 use crate::scope::Scope;
 
-/// The job's workspace: where the job sees it, and where it really is on the daemon's host.
+/// The job's workspace: where the job sees it, where it really is on the daemon's host, and the
+/// Docker volume that holds it, if it is one.
 #[derive(Debug, Clone)]
 pub struct Workspace {
     pub job_path: PathBuf,
     pub host_path: PathBuf,
+    /// The volume whose root is the workspace: on API ≥ 1.45 binds inside the workspace become
+    /// `Subpath` mounts of it.
+    pub volume: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkspaceError {
     #[error("workspace `{0}` must be JOB_PATH=HOST_PATH with two absolute paths")]
     Syntax(String),
+    #[error(
+        "workspace volume `{0}` is not a valid volume name (letters, digits, `_.-`, not starting with `.` or `-`)"
+    )]
+    Volume(String),
     #[error("failed to resolve the workspace host path {path}: {source}")]
     Resolve {
         path: PathBuf,
@@ -65,27 +76,56 @@ impl Workspace {
         Ok(Workspace {
             job_path: job.components().collect(),
             host_path,
+            volume: None,
         })
+    }
+
+    /// The workspace is the root of the Docker volume `name` (its `Mountpoint` is the host path).
+    pub fn with_volume(mut self, name: &str) -> Result<Workspace, WorkspaceError> {
+        if !crate::scope::valid_object_name(name) {
+            return Err(WorkspaceError::Volume(name.to_string()));
+        }
+        self.volume = Some(name.to_string());
+        Ok(self)
+    }
+
+    fn refuse(&self, source: &str, why: &str) -> Refusal {
+        Refusal::rule(
+            rules::BIND_OUTSIDE,
+            format!(
+                "bind source `{source}` {why}; only paths inside the job's workspace {} can be mounted",
+                self.job_path.display()
+            ),
+        )
+    }
+
+    /// The lexical checks every bind source passes: a plain absolute path (no `.`/`..`) inside
+    /// the job's view of the workspace. Returns the path relative to the workspace root.
+    fn relative<'a>(&self, source: &'a str) -> Result<&'a Path, Refusal> {
+        let src = Path::new(source);
+        if !src.is_absolute() || !plain(src) || source.split('/').any(|s| s == "." || s == "..") {
+            return Err(self.refuse(source, "is not a plain absolute path"));
+        }
+        src.strip_prefix(&self.job_path)
+            .map_err(|_| self.refuse(source, "is outside the workspace"))
+    }
+
+    /// A bind source as the job sees it → the `Subpath` inside the workspace volume (empty: the
+    /// whole volume). Only lexical checks: the daemon resolves the subpath inside the volume and
+    /// refuses what leaves it, at mount time. `None` when the workspace is not a volume.
+    pub fn subpath(&self, source: &str) -> Option<Result<(String, String), Refusal>> {
+        let volume = self.volume.clone()?;
+        Some(self.relative(source).and_then(|rel| {
+            rel.to_str()
+                .map(|r| (volume, r.to_string()))
+                .ok_or_else(|| self.refuse(source, "is not UTF-8"))
+        }))
     }
 
     /// Translates a bind source as the job sees it to the host path the daemon should mount.
     pub fn translate(&self, source: &str) -> Result<String, Refusal> {
-        let refuse = |why: &str| {
-            Refusal::rule(
-                rules::BIND_OUTSIDE,
-                format!(
-                    "bind source `{source}` {why}; only paths inside the job's workspace {} can be mounted",
-                    self.job_path.display()
-                ),
-            )
-        };
-        let src = Path::new(source);
-        if !src.is_absolute() || !plain(src) || source.split('/').any(|s| s == "." || s == "..") {
-            return Err(refuse("is not a plain absolute path"));
-        }
-        let rel = src
-            .strip_prefix(&self.job_path)
-            .map_err(|_| refuse("is outside the workspace"))?;
+        let refuse = |why: &str| self.refuse(source, why);
+        let rel = self.relative(source)?;
         // Resolve symlinks for the part that exists; the rest is created by the daemon.
         let mut existing = self.host_path.clone();
         let mut missing = PathBuf::new();
@@ -135,8 +175,11 @@ impl Workspace {
 }
 
 /// In a container inspect answer or a container list entry, shows bind sources as the job sees
-/// them.
+/// them, and `Subpath` mounts of the workspace volume as the binds the job asked for.
 pub fn binds_to_job_view(ws: &Workspace, v: &mut Value) {
+    if let Some(vol) = &ws.volume {
+        volume_mounts_to_job_view(ws, vol, v);
+    }
     if let Some(Value::Array(binds)) = v.pointer_mut("/HostConfig/Binds") {
         for b in binds.iter_mut() {
             if let Value::String(s) = b
@@ -159,6 +202,62 @@ pub fn binds_to_job_view(ws: &Workspace, v: &mut Value) {
                     *src = job;
                 }
             }
+        }
+    }
+}
+
+/// `Subpath` mounts of the workspace volume → bind mounts of the job's paths. `HostConfig.Mounts`
+/// carries the subpath; the container's `Mounts` (also in list entries) does not, so it is
+/// matched by destination, or shows the workspace root.
+fn volume_mounts_to_job_view(ws: &Workspace, vol: &str, v: &mut Value) {
+    let job = |sub: &str| {
+        let p = if sub.is_empty() {
+            ws.job_path.clone()
+        } else {
+            ws.job_path.join(sub)
+        };
+        p.to_str().map(str::to_string)
+    };
+    let mut by_target = Map::new();
+    if let Some(Value::Array(mounts)) = v.pointer_mut("/HostConfig/Mounts") {
+        for m in mounts.iter_mut() {
+            let Value::Object(m) = m else { continue };
+            if m.get("Type").and_then(Value::as_str) != Some("volume")
+                || m.get("Source").and_then(Value::as_str) != Some(vol)
+            {
+                continue;
+            }
+            let sub = m
+                .get("VolumeOptions")
+                .and_then(|o| o.get("Subpath"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let Some(src) = job(sub) else { continue };
+            if let Some(t) = m.get("Target") {
+                by_target.insert(t.as_str().unwrap_or_default().to_string(), json!(src));
+            }
+            m.insert("Type".into(), json!("bind"));
+            m.insert("Source".into(), json!(src));
+            m.remove("VolumeOptions");
+        }
+    }
+    if let Some(Value::Array(mounts)) = v.pointer_mut("/Mounts") {
+        for m in mounts.iter_mut() {
+            let Value::Object(m) = m else { continue };
+            if m.get("Type").and_then(Value::as_str) != Some("volume")
+                || m.get("Name").and_then(Value::as_str) != Some(vol)
+            {
+                continue;
+            }
+            let dest = m.get("Destination").and_then(Value::as_str).unwrap_or("");
+            let src = match by_target.get(dest) {
+                Some(s) => s.clone(),
+                None => json!(job("")),
+            };
+            m.insert("Type".into(), json!("bind"));
+            m.insert("Source".into(), src);
+            m.remove("Name");
+            m.remove("Driver");
         }
     }
 }
@@ -245,5 +344,59 @@ mod tests {
             let e = ws.translate(bad).unwrap_err();
             assert_eq!(e.rule_name(), rules::BIND_OUTSIDE, "{bad}");
         }
+    }
+
+    #[test]
+    fn subpaths_are_lexically_inside_the_workspace_and_shown_as_job_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::new("/job/ws", dir.path()).unwrap();
+        assert!(
+            ws.subpath("/job/ws/sub").is_none(),
+            "not a volume workspace"
+        );
+        assert!(ws.clone().with_volume("-bad").is_err());
+        let ws = ws.with_volume("ws-vol").unwrap();
+        let sub = |s: &str| ws.subpath(s).unwrap();
+        assert_eq!(sub("/job/ws").unwrap(), ("ws-vol".into(), String::new()));
+        assert_eq!(sub("/job/ws/a/b").unwrap(), ("ws-vol".into(), "a/b".into()));
+        for bad in [
+            "/etc",
+            "/job/ws/../x",
+            "/job/ws/./a",
+            "/job/wsx",
+            "rel",
+            "/job/ws/a/..",
+        ] {
+            assert_eq!(
+                sub(bad).unwrap_err().rule_name(),
+                rules::BIND_OUTSIDE,
+                "{bad}"
+            );
+        }
+        let mut v = json!({
+            "HostConfig": {"Mounts": [
+                {"Type": "volume", "Source": "ws-vol", "Target": "/src",
+                 "VolumeOptions": {"NoCopy": true, "Subpath": "a/b"}},
+                {"Type": "volume", "Source": "other", "Target": "/o"}
+            ]},
+            "Mounts": [
+                {"Type": "volume", "Name": "ws-vol", "Source": "/var/lib/docker/volumes/ws-vol/_data",
+                 "Destination": "/src", "Driver": "local"},
+                {"Type": "volume", "Name": "ws-vol", "Source": "/x/_data", "Destination": "/m"},
+                {"Type": "volume", "Name": "other", "Source": "/y/_data", "Destination": "/o"}
+            ]
+        });
+        binds_to_job_view(&ws, &mut v);
+        assert_eq!(
+            v["HostConfig"]["Mounts"][0],
+            json!({"Type": "bind", "Source": "/job/ws/a/b", "Target": "/src"})
+        );
+        assert_eq!(v["HostConfig"]["Mounts"][1]["Source"], "other");
+        assert_eq!(
+            v["Mounts"][0],
+            json!({"Type": "bind", "Source": "/job/ws/a/b", "Destination": "/src"})
+        );
+        assert_eq!(v["Mounts"][1]["Source"], "/job/ws");
+        assert_eq!(v["Mounts"][2]["Source"], "/y/_data");
     }
 }

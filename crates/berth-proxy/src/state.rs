@@ -1,7 +1,8 @@
 //! The state one scoped endpoint shares between its connections.
 //!
-//! Owns: the daemon handle, the scope, the policy, the workspace, the cancellation token and task
-//! tracker that end open streams on shutdown, and the scope's own network.
+//! Owns: the daemon handle and its API version, the scope, the policy, the workspace, the
+//! cancellation token and task tracker that end open streams on shutdown, and the scope's own
+//! network.
 //! Must not: hold per-request data.
 
 use http::{Method, StatusCode};
@@ -15,12 +16,17 @@ use crate::refusal::Refusal;
 use crate::rewrite::Workspace;
 use crate::scope::Scope;
 
+/// The first API version with volume `Subpath` mounts.
+pub const SUBPATH_API: (u32, u32) = (1, 45);
+
 #[derive(Debug)]
 pub struct State {
     pub daemon: Daemon,
     pub scope: Scope,
     pub policy: Policy,
     pub workspace: Option<Workspace>,
+    /// The daemon's API version (`(1, 45)`), learned when the endpoint started.
+    pub api: Option<(u32, u32)>,
     pub cancel: CancellationToken,
     pub tracker: TaskTracker,
     scope_net: tokio::sync::Mutex<bool>,
@@ -33,17 +39,26 @@ impl State {
         scope: Scope,
         policy: Policy,
         workspace: Option<Workspace>,
+        api: Option<(u32, u32)>,
     ) -> State {
         State {
             daemon,
             scope,
             policy,
             workspace,
+            api,
             cancel: CancellationToken::new(),
             tracker: TaskTracker::new(),
             scope_net: tokio::sync::Mutex::new(false),
             tag_marker: tokio::sync::Mutex::new(false),
         }
+    }
+
+    /// Whether binds inside the workspace become volume `Subpath` mounts: the workspace is a
+    /// volume and the daemon speaks API ≥ 1.45.
+    pub fn subpath_mounts(&self) -> bool {
+        self.workspace.as_ref().is_some_and(|w| w.volume.is_some())
+            && self.api.is_some_and(|v| v >= SUBPATH_API)
     }
 
     /// The daemon name of the scope's own network: the scope name itself, which no job-given

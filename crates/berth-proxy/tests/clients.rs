@@ -562,3 +562,84 @@ async fn shutdown_ends_open_streams_and_reaps() {
     }
     assert_scope_empty(&s.scope).await;
 }
+
+/// `docker run -v "$PWD/sub:/src"` and `--mount type=bind` on a volume workspace, with the
+/// Debian CLI (API 1.41) and a modern one: the bind works, writes land in the volume, and
+/// `docker inspect` shows the job's path. On API ≥ 1.45 these are `Subpath` mounts (the daemon's
+/// side is checked in attacks.rs); on older engines, translated host paths.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_cli_binds_on_a_volume_workspace() {
+    if !docker_or_skip("volume_workspace_cli").await {
+        return;
+    }
+    let a = start_volume("cli-vol").await;
+    std::fs::create_dir_all(a.ws.join("sub")).unwrap();
+    std::fs::write(a.ws.join("sub/hello.txt"), "hello from the volume\n").unwrap();
+    let modern =
+        std::env::var("BERTH_MODERN_DOCKER_CLI").unwrap_or_else(|_| "/usr/local/bin/docker".into());
+    let mut clis = vec!["/usr/bin/docker".to_string()];
+    if std::path::Path::new(&modern).exists() && modern != clis[0] {
+        clis.push(modern);
+    } else {
+        eprintln!(
+            "NOTE volume_workspace_cli: only {} (no second CLI at {modern})",
+            clis[0]
+        );
+    }
+    let src = format!("{JOB_WS}/sub:/src");
+    let mnt = format!("type=bind,source={JOB_WS},target=/m,readonly");
+    for (i, bin) in clis.iter().enumerate() {
+        let script = format!("cat /src/hello.txt && echo {i} > /src/from-cli-{i} && ls /m");
+        let o = docker_cli(
+            bin,
+            &a.sock,
+            &[
+                "run", "--rm", "-v", &src, "--mount", &mnt, BUSYBOX, "sh", "-c", &script,
+            ],
+            None,
+        )
+        .await;
+        assert!(o.status.success(), "{bin}: {}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            out.contains("hello from the volume") && out.contains("sub"),
+            "{bin}: {out}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(a.ws.join(format!("sub/from-cli-{i}"))).unwrap(),
+            format!("{i}\n")
+        );
+        let name = format!("keep{i}");
+        let o = docker_cli(
+            bin,
+            &a.sock,
+            &[
+                "run", "-d", "--name", &name, "-v", &src, BUSYBOX, "sleep", "60",
+            ],
+            None,
+        )
+        .await;
+        assert!(o.status.success(), "{bin}: {}", text(&o));
+        let o = docker_cli(
+            bin,
+            &a.sock,
+            &[
+                "inspect",
+                "-f",
+                "{{range .Mounts}}{{.Source}}{{end}}",
+                &name,
+            ],
+            None,
+        )
+        .await;
+        assert!(o.status.success(), "{bin}: {}", text(&o));
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            format!("{JOB_WS}/sub"),
+            "{bin}"
+        );
+        let o = docker_cli(bin, &a.sock, &["rm", "-f", &name], None).await;
+        assert!(o.status.success(), "{bin}: {}", text(&o));
+    }
+    a.finish().await;
+}

@@ -18,6 +18,11 @@ pub struct ProxyArgs {
     /// Directory clients may bind-mount, as they see it and where it really is.
     #[arg(long, value_name = "JOB_PATH=HOST_PATH")]
     pub workspace: Option<String>,
+    /// The Docker volume whose root is the workspace (HOST_PATH is its mountpoint): on engines
+    /// with API ≥ 1.45, binds inside the workspace become volume `Subpath` mounts of it, which
+    /// the daemon resolves safely.
+    #[arg(long, value_name = "NAME", requires = "workspace")]
+    pub workspace_volume: Option<String>,
     /// JSON policy file (capability allowlist, log drivers, resource limits).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
@@ -30,7 +35,15 @@ pub(crate) async fn proxy(docker_host: Option<&str>, args: ProxyArgs) -> Result<
             .with_hint("point --docker-host / DOCKER_HOST at unix:///var/run/docker.sock")
     })?;
     let workspace = match &args.workspace {
-        Some(w) => Some(Workspace::parse(w).map_err(|e| Failure::usage(e.to_string()))?),
+        Some(w) => {
+            let ws = Workspace::parse(w).map_err(|e| Failure::usage(e.to_string()))?;
+            Some(match &args.workspace_volume {
+                Some(v) => ws
+                    .with_volume(v)
+                    .map_err(|e| Failure::usage(e.to_string()))?,
+                None => ws,
+            })
+        }
         None => None,
     };
     let policy = match &args.policy {

@@ -92,16 +92,31 @@ impl Handler<'_> {
             hc.insert("Links".into(), l);
         }
         let mut binds = Vec::new();
+        let mut subpath_mounts = Vec::new();
         for b in strings_field(&hc, "Binds")? {
-            binds.push(json!(self.bind(&b).await?));
+            match self.bind(&b).await? {
+                Bind::Bind(s) => binds.push(json!(s)),
+                Bind::Subpath(m) => subpath_mounts.push(m),
+            }
         }
-        if !binds.is_empty() {
+        if binds.is_empty() {
+            hc.remove("Binds");
+        } else {
             hc.insert("Binds".into(), Value::Array(binds));
         }
+        let mut uses_subpath = !subpath_mounts.is_empty();
         if let Some(Value::Array(mounts)) = hc.get_mut("Mounts") {
             for m in mounts.iter_mut() {
                 if let Value::Object(m) = m {
-                    self.mount(m).await?;
+                    uses_subpath |= self.mount(m).await?;
+                }
+            }
+        }
+        if !subpath_mounts.is_empty() {
+            match hc.get_mut("Mounts") {
+                Some(Value::Array(mounts)) => mounts.extend(subpath_mounts),
+                _ => {
+                    hc.insert("Mounts".into(), Value::Array(subpath_mounts));
                 }
             }
         }
@@ -178,7 +193,21 @@ impl Handler<'_> {
         if let Some(p) = platform {
             qo.push("platform", p);
         }
-        let path = format!("{}{}", self.path(&["containers", "create"]), qo.finish());
+        // The daemon reads `VolumeOptions.Subpath` only on requests of API ≥ 1.45: an older
+        // client's create that now carries one is forwarded at 1.45.
+        let mut target = self.target.clone();
+        if uses_subpath
+            && target
+                .version
+                .is_some_and(|v| v < crate::state::SUBPATH_API)
+        {
+            target.version = Some(crate::state::SUBPATH_API);
+        }
+        let path = format!(
+            "{}{}",
+            target.forward_path(&["containers", "create"]),
+            qo.finish()
+        );
         self.rewritten(Method::POST, &path, Some(Value::Object(cfg)), |scope, v| {
             if let Some(id) = v["Id"].as_str() {
                 scope.add_container(id);
@@ -208,11 +237,12 @@ impl Handler<'_> {
         Ok(Some(Value::Array(out)))
     }
 
-    /// A `Binds` entry: host paths are translated into the workspace, volume names namespaced.
-    pub(super) async fn bind(&self, b: &str) -> Result<String, Refusal> {
+    /// A `Binds` entry: host paths are translated into the workspace (or become a `Subpath`
+    /// mount of the workspace volume), volume names namespaced.
+    pub(super) async fn bind(&self, b: &str) -> Result<Bind, Refusal> {
         let parts: Vec<&str> = b.split(':').collect();
         let (src, dst, mode) = match parts.as_slice() {
-            [dst] => return anonymous_ok(dst),
+            [dst] => return anonymous_ok(dst).map(Bind::Bind),
             [src, dst] => (*src, *dst, None),
             [src, dst, mode] => (*src, *dst, Some(*mode)),
             _ => return Err(Refusal::bad(format!("invalid bind `{b}`"))),
@@ -232,15 +262,31 @@ impl Handler<'_> {
                 }
             }
         }
+        if src.starts_with('/')
+            && let Some(sub) = self.subpath(src)
+        {
+            // Propagation, SELinux relabelling and consistency do not apply to volume mounts.
+            let read_only = mode.is_some_and(|m| m.split(',').any(|o| o == "ro"));
+            return Ok(Bind::Subpath(subpath_mount(sub?, dst, read_only)));
+        }
         let src = if src.starts_with('/') {
             self.translate(src)?
         } else {
             self.named_volume(src).await?
         };
-        Ok(match mode {
+        Ok(Bind::Bind(match mode {
             Some(m) => format!("{src}:{dst}:{m}"),
             None => format!("{src}:{dst}"),
-        })
+        }))
+    }
+
+    /// A bind source inside the workspace → (workspace volume, subpath), when binds become
+    /// `Subpath` mounts on this endpoint (see [`crate::state::State::subpath_mounts`]).
+    fn subpath(&self, src: &str) -> Option<Result<(String, String), Refusal>> {
+        if !self.state.subpath_mounts() {
+            return None;
+        }
+        self.state.workspace.as_ref()?.subpath(src)
     }
 
     pub(super) fn translate(&self, src: &str) -> Result<String, Refusal> {
@@ -268,7 +314,8 @@ impl Handler<'_> {
         Ok(dn)
     }
 
-    pub(super) async fn mount(&self, m: &mut Map<String, Value>) -> Result<(), Refusal> {
+    /// Checks and rewrites one `Mounts` entry; true when it became a `Subpath` mount.
+    pub(super) async fn mount(&self, m: &mut Map<String, Value>) -> Result<bool, Refusal> {
         let ty = string_field(m, "Type")?.to_string();
         let source = string_field(m, "Source")?.to_string();
         match ty.as_str() {
@@ -284,6 +331,19 @@ impl Handler<'_> {
                 }
                 if !matches!(m.get("VolumeOptions"), None | Some(Value::Null)) {
                     return Err(Refusal::bad("VolumeOptions on a bind mount"));
+                }
+                if let Some(sub) = self.subpath(&source) {
+                    let target = string_field(m, "Target")?.to_string();
+                    let read_only = match m.get("ReadOnly") {
+                        None | Some(Value::Null) => false,
+                        Some(Value::Bool(b)) => *b,
+                        Some(_) => return Err(Refusal::bad("ReadOnly must be a boolean")),
+                    };
+                    let Value::Object(new) = subpath_mount(sub?, &target, read_only) else {
+                        unreachable!("subpath_mount builds an object")
+                    };
+                    *m = new;
+                    return Ok(true);
                 }
                 let host = self.translate(&source)?;
                 m.insert("Source".into(), json!(host));
@@ -325,6 +385,28 @@ impl Handler<'_> {
                 ));
             }
         }
-        Ok(())
+        Ok(false)
     }
+}
+
+/// What a `Binds` entry becomes: a `Binds` entry, or a `Mounts` entry.
+pub(super) enum Bind {
+    Bind(String),
+    Subpath(Value),
+}
+
+/// A volume mount of (workspace volume, subpath) at `target`; an empty subpath mounts the whole
+/// volume. `NoCopy`: the image's content at the target must not be copied into the workspace.
+fn subpath_mount((volume, sub): (String, String), target: &str, read_only: bool) -> Value {
+    let mut opts = json!({"NoCopy": true});
+    if !sub.is_empty() {
+        opts["Subpath"] = json!(sub);
+    }
+    json!({
+        "Type": "volume",
+        "Source": volume,
+        "Target": target,
+        "ReadOnly": read_only,
+        "VolumeOptions": opts,
+    })
 }

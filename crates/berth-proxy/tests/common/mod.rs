@@ -56,6 +56,8 @@ pub struct Scoped {
     pub dir: tempfile::TempDir,
     /// The workspace on the host; the job sees it as [`JOB_WS`].
     pub ws: PathBuf,
+    /// The Docker volume holding the workspace ([`start_volume`]); removed by `finish`/drop.
+    pub ws_volume: Option<String>,
 }
 
 pub const JOB_WS: &str = "/job/ws";
@@ -115,7 +117,71 @@ pub async fn start_full(tag: &str, policy: Policy, identity: bool, job_ws: &str)
         owner,
         dir,
         ws,
+        ws_volume: None,
     }
+}
+
+/// An endpoint whose workspace (seen as [`JOB_WS`]) is the root of a Docker volume created for
+/// the test (owner-labelled, not scope-labelled: like a runner's workspace volume, the reap must
+/// leave it alone). `ws` is the volume's mountpoint, which the test process (root, on the
+/// daemon's host or inside the nested engine's container) can write.
+pub async fn start_volume(tag: &str) -> Scoped {
+    let scope = unique_scope(tag);
+    let owner = format!("test{}", std::process::id());
+    let labels = BTreeMap::from([
+        (berth_engine::labels::OWNER.to_string(), owner.clone()),
+        (
+            berth_engine::labels::OWNER_HOST.to_string(),
+            "berth-proxy-tests".to_string(),
+        ),
+    ]);
+    let vol = format!("{scope}-ws");
+    let r = daemon(&post_json(
+        "/volumes/create",
+        &serde_json::json!({"Name": vol, "Labels": labels}).to_string(),
+    ))
+    .await;
+    assert_eq!(r.status, 201, "workspace volume: {}", r.body);
+    let ws = PathBuf::from(r.json()["Mountpoint"].as_str().expect("volume mountpoint"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("docker.sock");
+    let workspace = Workspace::new(JOB_WS, &ws)
+        .expect("workspace")
+        .with_volume(&vol)
+        .expect("volume name");
+    let started = ScopedProxy::start(ProxyConfig {
+        listen: sock.clone(),
+        daemon_socket: DAEMON.into(),
+        scope: scope.clone(),
+        owner_labels: labels,
+        workspace: Some(workspace),
+        policy: Policy::default(),
+    })
+    .await;
+    let proxy = match started {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = daemon(&delete(&format!("/volumes/{vol}?force=1"))).await;
+            panic!("proxy starts: {e}");
+        }
+    };
+    Scoped {
+        proxy: Some(proxy),
+        sock,
+        scope,
+        owner,
+        dir,
+        ws,
+        ws_volume: Some(vol),
+    }
+}
+
+/// The daemon's API version (`(1, 45)`), from `/version`.
+pub async fn daemon_api() -> (u32, u32) {
+    let v = daemon(&get("/version")).await.json();
+    let s = v["ApiVersion"].as_str().expect("ApiVersion").to_string();
+    let (a, b) = s.split_once('.').expect("1.N");
+    (a.parse().expect("major"), b.parse().expect("minor"))
 }
 
 impl Scoped {
@@ -126,6 +192,10 @@ impl Scoped {
             assert!(report.is_clean(), "reap failed: {:?}", report.failed);
         }
         assert_scope_empty(&self.scope).await;
+        if let Some(v) = self.ws_volume.take() {
+            let r = daemon(&delete(&format!("/volumes/{v}"))).await;
+            assert_eq!(r.status, 204, "workspace volume {v} removed: {}", r.body);
+        }
     }
 
     pub async fn send(&self, req: &[u8]) -> Resp {
@@ -173,6 +243,9 @@ impl Drop for Scoped {
     fn drop(&mut self) {
         if self.proxy.is_some() {
             cleanup_blocking(&self.scope);
+        }
+        if let Some(v) = self.ws_volume.take() {
+            let _ = blocking(&delete(&format!("/volumes/{v}?force=1")));
         }
     }
 }
