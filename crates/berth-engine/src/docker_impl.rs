@@ -131,6 +131,10 @@ impl Engine for DockerEngine {
         self.do_create_volume(name, labels).await
     }
 
+    async fn volume_mountpoint(&self, name: &str) -> Result<std::path::PathBuf, EngineError> {
+        self.do_volume_mountpoint(name).await
+    }
+
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError> {
         self.do_remove_volume(name).await
     }

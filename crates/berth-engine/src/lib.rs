@@ -100,6 +100,13 @@ pub trait Engine: Send + Sync {
     async fn create_volume(&self, name: &str, labels: &Labels) -> Result<(), EngineError>;
     /// Removes a volume; a missing volume is not an error.
     async fn remove_volume(&self, name: &str) -> Result<(), EngineError>;
+    /// Where a local volume's data is on the daemon's host. Engines without volumes on a host
+    /// (test fakes) answer `NotFound`.
+    async fn volume_mountpoint(&self, name: &str) -> Result<std::path::PathBuf, EngineError> {
+        Err(EngineError::NotFound {
+            what: format!("volume {name}"),
+        })
+    }
 
     /// Every image in the daemon's store with its tags and labels. Engines without an image
     /// store (test fakes) have none.

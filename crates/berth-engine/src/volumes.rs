@@ -22,6 +22,18 @@ impl DockerEngine {
         Ok(())
     }
 
+    pub(crate) async fn do_volume_mountpoint(
+        &self,
+        name: &str,
+    ) -> Result<std::path::PathBuf, EngineError> {
+        let v = self
+            .docker
+            .inspect_volume(name)
+            .await
+            .map_err(|e| EngineError::from_bollard(e, || format!("volume {name}")))?;
+        Ok(v.mountpoint.into())
+    }
+
     pub(crate) async fn do_remove_volume(&self, name: &str) -> Result<(), EngineError> {
         let opts = RemoveVolumeOptionsBuilder::default().force(true).build();
         match self.docker.remove_volume(name, Some(opts)).await {

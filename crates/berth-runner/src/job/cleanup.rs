@@ -41,7 +41,8 @@ pub(crate) async fn remove(ctx: &Context, job: &str, res: &mut Resources) -> Vec
     let scoped_dir = res
         .scoped
         .as_ref()
-        .map(|s| (s.host_dir.clone(), s.image.clone()));
+        .and_then(|s| s.host_dir.clone().map(|d| (d, s.image.clone())));
+    let scoped_volume = res.scoped.as_ref().and_then(|s| s.volume.clone());
     if let Some(session) = res.scoped.take() {
         problems.extend(scoped::finish(session).await);
     }
@@ -53,6 +54,7 @@ pub(crate) async fn remove(ctx: &Context, job: &str, res: &mut Resources) -> Vec
         ));
     }
     let mut volumes: Vec<&String> = res.volume.iter().collect();
+    volumes.extend(scoped_volume.iter());
     volumes.extend(res.dind.iter().filter_map(|d| d.storage_volume.as_ref()));
     for v in volumes {
         if let Err(e) = engine.remove_volume(v).await {

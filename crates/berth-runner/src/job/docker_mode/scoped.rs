@@ -5,13 +5,17 @@
 //!
 //! Owns: starting the job's endpoint (scope name, workspace mapping, socket file), putting the
 //! job container on the scope's network (so `docker run -d --name web` answers at `web`), and
-//! shutting the endpoint down with its reap. The workspace is a host directory at the same
-//! absolute path inside the job, as in socket mode, so `-v "$PWD:/src"` needs no translation;
-//! the proxy still checks every bind stays inside it.
+//! shutting the endpoint down with its reap. The workspace is a Docker volume (`<job>-ws`)
+//! mounted in the job at a path of its own: the endpoint translates `-v "$PWD:/src"` into a
+//! `Subpath` mount of that volume on engines with API ≥ 1.45 (the daemon resolves the path
+//! safely), or into the volume's directory on the host with its own symlink checks on older
+//! ones. When berth cannot read the volume's directory (not root) the workspace falls back to a
+//! host directory at the same absolute path inside the job, as in socket mode.
 //! Must not: implement any policy itself — that is berth-proxy's job.
 
 use std::path::PathBuf;
 
+use berth_engine::Mount;
 use berth_proxy::{Policy, ProxyConfig, ScopedProxy, Workspace};
 
 use super::{JobDocker, socket};
@@ -19,7 +23,10 @@ use crate::job::{Context, JobError};
 
 /// What scoped mode set up for a job, for its end.
 pub(crate) struct Session {
-    pub host_dir: PathBuf,
+    /// The host-directory workspace (the fallback), removed at the end.
+    pub host_dir: Option<PathBuf>,
+    /// The volume workspace, removed at the end (after the job's containers).
+    pub volume: Option<String>,
     pub image: String,
     socket_dir: PathBuf,
     proxy: Option<ScopedProxy>,
@@ -63,20 +70,24 @@ pub(crate) async fn prepare(
 ) -> Result<(JobDocker, Session, String), JobError> {
     let daemon_socket = socket::socket_path(ctx)?;
     let name = ctx.object_name(job);
-    let host_dir = socket::create_host_workspace(&name)?;
     let socket_dir = std::env::temp_dir().join("berth-scoped").join(&name);
     std::fs::create_dir_all(&socket_dir).map_err(|e| {
         JobError::Message(format!("failed to create {}: {e}", socket_dir.display()))
     })?;
     let mut session = Session {
-        host_dir: host_dir.clone(),
+        host_dir: None,
+        volume: None,
         image: image.to_string(),
         socket_dir: socket_dir.clone(),
         proxy: None,
     };
-    let dir = host_dir.display().to_string();
-    let workspace = Workspace::new(&dir, &dir)
-        .map_err(|e| JobError::Message(format!("scoped workspace {dir}: {e}")))?;
+    let (dir, workspace) = match volume_workspace(ctx, job, &name, &mut session).await {
+        Ok(w) => w,
+        Err(e) => {
+            abandon(ctx, session).await;
+            return Err(e);
+        }
+    };
     let listen = socket_dir.join("docker.sock");
     let started = ScopedProxy::start(ProxyConfig {
         listen: listen.clone(),
@@ -90,8 +101,7 @@ pub(crate) async fn prepare(
     let proxy = match started {
         Ok(p) => p,
         Err(e) => {
-            let _ = std::fs::remove_dir_all(&socket_dir);
-            let _ = std::fs::remove_dir_all(&host_dir);
+            abandon(ctx, session).await;
             return Err(JobError::Message(format!(
                 "failed to start the scoped Docker endpoint: {e}"
             )));
@@ -110,26 +120,86 @@ pub(crate) async fn prepare(
         ))
     });
     // Hand the session back even on error so cleanup reaps what was started.
-    let docker = socket::socket_at_workspace(
+    let mut docker = socket::socket_at_workspace(
         &listen,
         &dir,
         vec![
-            // The endpoint serves the classic builder; BuildKit's session protocol is refused.
+            // The endpoint serves the classic builder; BuildKit is refused (docs/scoped-socket.md).
             "DOCKER_BUILDKIT=0".to_string(),
             "COMPOSE_DOCKER_CLI_BUILD=0".to_string(),
         ],
     );
+    if let Some(volume) = &session.volume {
+        for m in &mut docker.mounts {
+            if matches!(m, Mount::Bind { target, .. } if *target == dir) {
+                *m = Mount::Volume {
+                    source: volume.clone(),
+                    target: dir.clone(),
+                    read_only: false,
+                };
+            }
+        }
+    }
     match network {
         Ok(net) => Ok((docker, session, net)),
         Err(e) => {
-            finish(session).await;
+            abandon(ctx, session).await;
             Err(e)
         }
     }
 }
 
+/// Undoes a `prepare` that failed half-way (no job container uses the workspace yet).
+async fn abandon(ctx: &Context, mut session: Session) {
+    let volume = session.volume.take();
+    let host_dir = session.host_dir.take();
+    finish(session).await;
+    if let Some(v) = volume {
+        let _ = ctx.engine.remove_volume(&v).await;
+    }
+    if let Some(d) = host_dir {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// The job's workspace: a volume whose directory berth can read (for the endpoint's checks on
+/// engines without `Subpath`), else a host directory. Returns the path the job sees it at.
+async fn volume_workspace(
+    ctx: &Context,
+    job: &str,
+    name: &str,
+    session: &mut Session,
+) -> Result<(String, Workspace), JobError> {
+    let dir = socket::workspaces_root().join(name).display().to_string();
+    let volume = format!("{name}-ws");
+    ctx.engine
+        .create_volume(&volume, &ctx.labels(job, "workspace"))
+        .await?;
+    session.volume = Some(volume.clone());
+    let from_volume = match ctx.engine.volume_mountpoint(&volume).await {
+        Ok(mountpoint) => Workspace::new(&dir, &mountpoint)
+            .and_then(|w| w.with_volume(&volume))
+            .ok(),
+        Err(_) => None,
+    };
+    if let Some(w) = from_volume {
+        return Ok((dir, w));
+    }
+    // The volume's directory is out of reach (berth is not root, or a remote daemon): a host
+    // directory at the same path inside the job instead.
+    session.volume = None;
+    ctx.engine.remove_volume(&volume).await?;
+    let host_dir = socket::create_host_workspace(name)?;
+    session.host_dir = Some(host_dir.clone());
+    let dir = host_dir.display().to_string();
+    let w = Workspace::new(&dir, &dir)
+        .map_err(|e| JobError::Message(format!("scoped workspace {dir}: {e}")))?;
+    Ok((dir, w))
+}
+
 /// Closes the endpoint, ends its streams and removes everything the job created through it.
-/// Call after the job's own containers are gone (they sit on the scope's network).
+/// Call after the job's own containers are gone (they sit on the scope's network). The
+/// workspace itself is removed by the job's cleanup, after this.
 pub(crate) async fn finish(mut session: Session) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(proxy) = session.proxy.take() {

@@ -44,7 +44,7 @@ pub(crate) fn socket_path(ctx: &Context) -> Result<PathBuf, JobError> {
 }
 
 /// Root of the host directories backing socket-mode workspaces.
-fn workspaces_root() -> PathBuf {
+pub(crate) fn workspaces_root() -> PathBuf {
     let tmp = std::env::temp_dir();
     std::fs::canonicalize(&tmp)
         .unwrap_or(tmp)
