@@ -57,4 +57,35 @@ for b in $bins; do
   echo "== $(basename "$b") on engine 26.1"
   docker exec -w /tmp -e BERTH_REQUIRE_DOCKER=1 -e BERTH_MODERN_DOCKER_CLI=/usr/bin/docker "$NAME" "$b" --test-threads 2 "$@" || status=1
 done
+# A `docker: scoped` job run by berth itself on the nested engine: its workspace is a volume, so
+# `-v "$PWD/sub:/src"` becomes a Subpath mount (API 1.45), and a symlink out of the workspace is
+# refused by the daemon when it mounts it.
+if [ -x "$TARGET/debug/berth" ] && [ $# -eq 0 ]; then
+  echo "== berth run (docker: scoped) on engine 26.1"
+  docker exec -i -w /tmp "$NAME" sh -c 'mkdir -p scoped26 && cat > scoped26/screwdriver.yaml' <<'YAML'
+jobs:
+  main:
+    image: berth-test/debian:bookworm
+    requires: [~commit]
+    docker: scoped
+    steps:
+      - binds: |
+          mkdir -p sub && echo through-subpath > sub/f
+          docker run --rm -v "$PWD/sub:/src" berth-test/busybox:latest cat /src/f
+          ln -s /etc sub/esc
+          if docker run --rm -v "$PWD/sub/esc:/x" berth-test/busybox:latest cat /x/hostname 2>err; then
+            echo ESCAPED; exit 1
+          fi
+          echo "escape-refused: $(tail -c 300 err)"
+YAML
+  if out=$(docker exec -w /tmp/scoped26 -e BERTH_OWNERS_DIR=/tmp/owners "$NAME" "$TARGET/debug/berth" run 2>&1) &&
+    grep -q through-subpath <<<"$out" && grep -q escape-refused <<<"$out"; then
+    grep -E "through-subpath|escape-refused" <<<"$out"
+    echo "scoped job on engine 26.1: ok"
+  else
+    echo "$out"
+    echo "scoped job on engine 26.1: FAILED" >&2
+    status=1
+  fi
+fi
 exit $status
