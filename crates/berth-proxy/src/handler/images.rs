@@ -120,7 +120,7 @@ impl Handler<'_> {
         if !matches!(q.single("version")?.unwrap_or("1"), "" | "1") {
             return Err(Refusal::rule(
                 rules::BUILD_HOST,
-                "BuildKit builds are refused through the scoped socket (the engine's BuildKit gives build steps the host's network); set DOCKER_BUILDKIT=0, or use `docker: dind`",
+                "BuildKit builds are not served through the scoped socket yet; set DOCKER_BUILDKIT=0, or use `docker: dind`",
             ));
         }
         for k in ["isolation", "outputs", "session", "squash"] {
