@@ -78,3 +78,27 @@ pub fn remove_labelled() {
             .status();
     }
 }
+
+/// A child process stopped when dropped: SIGTERM, then up to 60 s to exit, then SIGKILL.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub name: &'static str,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        eprintln!("bench: {} did not stop in 60 s; killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

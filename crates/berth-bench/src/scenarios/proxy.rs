@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::{Ctx, remove_labelled};
+use super::{Ctx, Daemon, remove_labelled};
 use crate::http::Conn;
 use crate::load::{BENCH_LABEL, Op, batch};
 use crate::measure::Sample;
@@ -72,30 +72,6 @@ frontend dockerfrontend
     http-request deny
     default_backend dockerbackend
 "#;
-
-/// A child process stopped (SIGTERM, then waited for) when dropped.
-struct Daemon {
-    child: Child,
-    name: &'static str,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        eprintln!("bench: {} did not stop in 60 s; killing it", self.name);
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn wait_socket(path: &Path, child: &mut Child, what: &str) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -6,13 +6,13 @@ use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 
-use super::{BUSYBOX, Ctx, clean_outputs, project};
+use super::{BUSYBOX, Ctx, Daemon, clean_outputs, project};
 use crate::http::Conn;
 use crate::measure::{Sample, interleave, run, sh};
 use crate::report::Result;
@@ -20,27 +20,11 @@ use crate::report::Result;
 const TERMINAL: &[&str] = &["success", "failure", "cancelled", "error", "interrupted"];
 
 struct Server {
-    child: Child,
+    /// Stops the server (SIGTERM, wait) when the scenario ends.
+    _process: Daemon,
     port: u16,
     token: String,
     data: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 impl Server {
@@ -75,7 +59,10 @@ impl Server {
             .recv_timeout(Duration::from_secs(30))
             .context("berth serve printed no admin token")?;
         let server = Server {
-            child,
+            _process: Daemon {
+                child,
+                name: "berth serve",
+            },
             port,
             token,
             data,
