@@ -16,10 +16,6 @@ fn server_child() {
     common::child_main();
 }
 
-fn pipeline(steps: &str) -> String {
-    format!("jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n{steps}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tar_source_log_follow_artifacts_and_masked_secrets() {
     if !docker() {
@@ -461,14 +457,7 @@ async fn builds_beyond_max_builds_queue_in_order() {
     let b3 = server.build(ids[2]).await;
     assert_eq!(b3["status"], "queued", "{b3:#}");
     assert!(b3["position"].as_i64().unwrap() >= 1);
-    let queued: Value = server
-        .get("/api/builds?status=queued")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let queued: Value = server.get_json("/api/builds?status=queued").await;
     assert!(queued["total"].as_i64().unwrap() >= 1);
     let mut windows = Vec::new();
     for id in &ids {
@@ -483,14 +472,7 @@ async fn builds_beyond_max_builds_queue_in_order() {
     for w in windows.windows(2) {
         assert!(w[1].0 >= w[0].1, "builds overlapped: {windows:?}");
     }
-    let page: Value = server
-        .get("/api/builds?limit=2&offset=0")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let page: Value = server.get_json("/api/builds?limit=2&offset=0").await;
     assert_eq!(page["builds"].as_array().unwrap().len(), 2);
     assert_eq!(page["total"], 3);
     assert_eq!(page["builds"][0]["id"], ids[2]);
@@ -629,13 +611,8 @@ async fn many_concurrent_submissions_and_watchers() {
     }
     drop(stalled);
     let all: Value = server
-        .get("/api/builds?status=success&limit=100")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_json("/api/builds?status=success&limit=100")
+        .await;
     assert_eq!(all["total"], 24);
 }
 

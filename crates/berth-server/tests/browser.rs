@@ -214,9 +214,7 @@ async fn build_page_follows_the_log_and_cancels() {
 
     // A second build, cancelled from its page.
     let second = server
-        .submit(json!({"pipeline": format!(
-            "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - wait: echo waiting; sleep 300\n"
-        )}))
+        .submit(json!({"pipeline": pipeline("      - wait: echo waiting; sleep 300\n")}))
         .await;
     c.goto(&format!("{}/builds/{second}", server.url))
         .await

@@ -18,10 +18,6 @@ fn server_child() {
     common::child_main();
 }
 
-fn pipeline(steps: &str) -> String {
-    format!("jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n{steps}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_restart_mid_build_is_an_error_the_build_is_reaped_and_the_server_goes_on() {
     if !docker() {

@@ -86,9 +86,7 @@ async fn hostile_requests_get_clear_4xx_and_read_nothing_outside_the_data_dir() 
 
     // A real build, so build 1 with job `main`, a log and artifacts exist.
     let id = server
-        .submit(json!({"pipeline": format!(
-            "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - a: echo hi > $SD_ARTIFACTS_DIR/ok.txt; ln -s /etc/passwd $SD_ARTIFACTS_DIR/passwd; ln -s / $SD_ARTIFACTS_DIR/root\n"
-        )}))
+        .submit(json!({"pipeline": pipeline("      - a: echo hi > $SD_ARTIFACTS_DIR/ok.txt; ln -s /etc/passwd $SD_ARTIFACTS_DIR/passwd; ln -s / $SD_ARTIFACTS_DIR/root\n")}))
         .await;
     let b = server.wait_final(id).await;
     assert_eq!(b["status"], "success", "{b:#}");
@@ -407,7 +405,7 @@ async fn hostile_requests_get_clear_4xx_and_read_nothing_outside_the_data_dir() 
     ] {
         use base64::Engine as _;
         let body = json!({
-            "pipeline": format!("jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - a: cat h up/escaped.txt 2>&1; true\n"),
+            "pipeline": pipeline("      - a: cat h up/escaped.txt 2>&1; true\n"),
             "source_tar": base64::engine::general_purpose::STANDARD.encode(&tarball),
         });
         let r = server.post("/api/builds").json(&body).send().await.unwrap();

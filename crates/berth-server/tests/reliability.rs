@@ -416,10 +416,7 @@ async fn many_builds_and_sse_clients_lose_no_events() {
     let pid = server.child.id();
     let start = Instant::now();
     let (baseline, _) = memory_kib(pid);
-    let yaml = format!(
-        "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n\
-         \x20     - hi: echo hi $SD_BUILD_ID; seq 1 20; echo bye\n"
-    );
+    let yaml = pipeline("      - hi: echo hi $SD_BUILD_ID; seq 1 20; echo bye\n");
     let finals_wanted = total;
     let global = clients * 4 / 5;
     let mut tasks = Vec::new();
@@ -609,10 +606,7 @@ async fn stalled_sse_clients_keep_memory_bounded_and_are_dropped() {
         })
     };
     // ~16 MB of output per build, in ~4 KiB lines.
-    let yaml = format!(
-        "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n\
-         \x20     - loud: head -c 12000000 /dev/urandom | base64 -w 4096\n"
-    );
+    let yaml = pipeline("      - loud: head -c 12000000 /dev/urandom | base64 -w 4096\n");
     let mut ids = Vec::new();
     for _ in 0..builds {
         ids.push(server.submit(json!({"pipeline": yaml})).await);
@@ -786,12 +780,9 @@ async fn slow_request_bodies_time_out_and_others_are_served() {
         .collect();
     // Meanwhile: health, a build and its log.
     let id = server
-        .submit(json!({"pipeline": format!("jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - a: echo served\n")}))
+        .submit(json!({"pipeline": pipeline("      - a: echo served\n")}))
         .await;
-    let healthz = reqwest::get(format!("{}/healthz", server.url))
-        .await
-        .unwrap();
-    assert_eq!(healthz.status().as_u16(), 200);
+    server.assert_healthy().await;
     let b = server.wait_final(id).await;
     assert_eq!(b["status"], "success", "{b:#}");
     assert!(server.log(id, "main").await.contains("served"));
@@ -807,18 +798,8 @@ async fn slow_request_bodies_time_out_and_others_are_served() {
         }
         longest = longest.max(took);
     }
-    let after = reqwest::get(format!("{}/healthz", server.url))
-        .await
-        .unwrap();
-    assert_eq!(after.status().as_u16(), 200);
-    let builds: Value = server
-        .get("/api/builds")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    server.assert_healthy().await;
+    let builds: Value = server.get_json("/api/builds").await;
     assert_eq!(builds["total"], 1, "a slow body became a build: {builds:#}");
     println!(
         "SERVER-RELIABILITY: 20 slow bodies (10 trickling, 10 stalled) answered 408 within {:.1} s \
@@ -845,9 +826,7 @@ async fn oversized_uploads_get_413_and_are_not_kept() {
     );
     let pid = server.child.id();
     let (baseline, _) = memory_kib(pid);
-    let yaml = format!(
-        "jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n      - a: wc -c big.bin\n"
-    );
+    let yaml = pipeline("      - a: wc -c big.bin\n");
     // Within the limit: a 12 MiB file (16 MiB of base64) is accepted and arrives intact.
     let big = vec![7u8; 12 << 20];
     let tar = {
@@ -945,18 +924,8 @@ async fn oversized_uploads_get_413_and_are_not_kept() {
     if let Ok(r) = r {
         assert_eq!(r.status().as_u16(), 413);
     }
-    let healthz = reqwest::get(format!("{}/healthz", server.url))
-        .await
-        .unwrap();
-    assert_eq!(healthz.status().as_u16(), 200);
-    let builds: Value = server
-        .get("/api/builds")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    server.assert_healthy().await;
+    let builds: Value = server.get_json("/api/builds").await;
     assert_eq!(builds["total"], 1, "{builds:#}");
     // Spooled bodies are removed once answered.
     let tmp = data.join("tmp");

@@ -170,14 +170,19 @@ impl Server {
         v["id"].as_i64().unwrap()
     }
 
+    /// `GET path` answered with JSON.
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.get(path).send().await.unwrap().json().await.unwrap()
+    }
+
     pub async fn build(&self, id: i64) -> Value {
-        self.get(&format!("/api/builds/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        self.get_json(&format!("/api/builds/{id}")).await
+    }
+
+    /// Asserts the server answers `/healthz` with 200.
+    pub async fn assert_healthy(&self) {
+        let r = reqwest::get(format!("{}/healthz", self.url)).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "the server is not healthy");
     }
 
     /// Waits until the build's status satisfies `f`; returns the build.
@@ -283,6 +288,11 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A one-job pipeline (`main`, busybox) with these step lines.
+pub fn pipeline(steps: &str) -> String {
+    format!("jobs:\n  main:\n    image: {BUSYBOX}\n    requires: [~commit]\n    steps:\n{steps}")
 }
 
 /// The io.berth.owner of a build, from its events.
