@@ -100,8 +100,23 @@ impl ScopedProxy {
         let scope = Scope::new(&config.scope, config.owner_labels)?;
         // The probe's connection is driven by the caller's runtime: not pooled for the endpoint.
         let probe = Daemon::new(&config.daemon_socket);
-        match probe.call(Method::GET, "/_ping", None).await {
-            Ok((StatusCode::OK, _)) => {}
+        // One `/_ping`: the daemon answers, and its `Api-Version` header decides how workspace
+        // binds are mounted (volume `Subpath` mounts need 1.45; no header counts as old) —
+        // the docker CLI's way, and far cheaper for the daemon than `/version`.
+        let ping = async {
+            let req = Daemon::request(Method::GET, "/_ping").body(crate::forward::empty())?;
+            let resp = probe.send(req).await?;
+            let status = resp.status();
+            let api = resp
+                .headers()
+                .get("api-version")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_api_version);
+            crate::forward::read_limited(resp.into_body(), 4096).await?;
+            Ok::<_, crate::forward::ForwardError>((status, api))
+        };
+        let api = match ping.await {
+            Ok((StatusCode::OK, api)) => api,
             Ok((s, _)) => {
                 return Err(StartError::Daemon {
                     path: config.daemon_socket,
@@ -114,12 +129,6 @@ impl ScopedProxy {
                     reason: e.to_string(),
                 });
             }
-        }
-        // The daemon's API version decides how workspace binds are mounted (volume `Subpath`
-        // mounts need 1.45); an answer without one counts as old.
-        let api = match probe.call(Method::GET, "/version", None).await {
-            Ok((StatusCode::OK, v)) => v["ApiVersion"].as_str().and_then(parse_api_version),
-            _ => None,
         };
         drop(probe);
         let daemon = Daemon::new(&config.daemon_socket);
