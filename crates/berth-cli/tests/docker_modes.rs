@@ -69,6 +69,19 @@ fn assert_workload(out: &str) {
     assert!(out.contains("--- done"), "{out}");
 }
 
+/// Runs the Docker workload fixture (build, run, compose) in a job with `docker: MODE` and
+/// checks its output and that nothing of the run is left.
+fn run_workload_in(mode: &str) {
+    let p = Project::new(&format!(
+        "jobs:\n  main:\n    image: {DEBIAN}\n    requires: [~commit]\n    docker: {mode}\n    environment:\n      TAG: {mode}\n    steps:\n      - workload: bash steps.sh\n"
+    ));
+    add_workload(&p);
+    let run = p.run_json(&[]);
+    run.assert_code(0);
+    assert_workload(&run.output("main"));
+    run.assert_nothing_left();
+}
+
 fn warnings(run: &Run) -> Vec<String> {
     run.events
         .iter()
@@ -162,24 +175,7 @@ fn scoped_mode_runs_docker_build_run_and_compose() {
     if !docker() {
         return;
     }
-    let p = Project::new(&format!(
-        r#"
-jobs:
-  main:
-    image: {DEBIAN}
-    requires: [~commit]
-    docker: scoped
-    environment:
-      TAG: scoped
-    steps:
-      - workload: bash steps.sh
-"#
-    ));
-    add_workload(&p);
-    let run = p.run_json(&[]);
-    run.assert_code(0);
-    assert_workload(&run.output("main"));
-    run.assert_nothing_left();
+    run_workload_in("scoped");
 }
 
 #[test]
@@ -327,24 +323,7 @@ fn socket_mode_runs_docker_build_run_and_compose() {
     if !docker() {
         return;
     }
-    let p = Project::new(&format!(
-        r#"
-jobs:
-  main:
-    image: {DEBIAN}
-    requires: [~commit]
-    docker: socket
-    environment:
-      TAG: socket
-    steps:
-      - workload: bash steps.sh
-"#
-    ));
-    add_workload(&p);
-    let run = p.run_json(&[]);
-    run.assert_code(0);
-    assert_workload(&run.output("main"));
-    run.assert_nothing_left();
+    run_workload_in("socket");
 }
 
 #[test]
@@ -401,18 +380,6 @@ jobs:
         "{w:?}"
     );
     run.assert_nothing_left();
-}
-
-/// Saves the busybox image into the project, for `docker load` in a nested daemon.
-fn add_busybox_tar(p: &Project) {
-    let tar = p.path().join("busybox.tar");
-    let ok = Command::new("docker")
-        .args(["save", "-o"])
-        .arg(&tar)
-        .arg(BUSYBOX)
-        .status()
-        .expect("docker save");
-    assert!(ok.success());
 }
 
 #[test]

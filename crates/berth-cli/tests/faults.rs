@@ -693,14 +693,7 @@ fn the_nested_daemon_of_a_dind_job_dying_mid_step_is_an_infrastructure_error() {
       - after: echo must-not-run
 "#
     ));
-    let tar = p.path().join("busybox.tar");
-    let saved = Command::new("docker")
-        .args(["save", "-o"])
-        .arg(&tar)
-        .arg(BUSYBOX)
-        .status()
-        .expect("docker save");
-    assert!(saved.success());
+    add_busybox_tar(&p);
     let mut live = Live::spawn(&p, &["--dind-image", DEBIAN]);
     assert!(
         live.wait_event(Duration::from_secs(120), |e| output_contains(

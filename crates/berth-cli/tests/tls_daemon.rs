@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::*;
 
 #[test]
@@ -45,13 +43,7 @@ jobs:
         ),
     );
     std::fs::copy(berth_bin(), p.path().join("berth")).expect("copy berth");
-    let ok = Command::new("docker")
-        .args(["save", "-o"])
-        .arg(p.path().join("busybox.tar"))
-        .arg(BUSYBOX)
-        .status()
-        .expect("docker save");
-    assert!(ok.success());
+    add_busybox_tar(&p);
 
     let run = p.run_json(&["--dind-image", DEBIAN]);
     run.assert_code(0);

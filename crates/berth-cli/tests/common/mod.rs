@@ -183,6 +183,18 @@ impl Run {
     }
 }
 
+/// Saves the busybox test image into the project as `busybox.tar`, for `docker load` in a
+/// nested daemon.
+pub fn add_busybox_tar(p: &Project) {
+    let ok = Command::new("docker")
+        .args(["save", "-o"])
+        .arg(p.path().join("busybox.tar"))
+        .arg(BUSYBOX)
+        .status()
+        .expect("docker save");
+    assert!(ok.success());
+}
+
 /// Polls `f` until it returns Some, up to `limit`.
 pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let start = Instant::now();
