@@ -32,6 +32,8 @@ pub mod rules {
     pub const RESOURCES: &str = "resource-limits";
     pub const NETWORK_DRIVER: &str = "network-driver";
     pub const BUILD_HOST: &str = "build-host-access";
+    pub const BUILD_CACHE: &str = "shared-build-cache";
+    pub const BUILDKIT: &str = "buildkit";
     pub const IMAGE_TAGS: &str = "shared-image-tags";
     pub const IMPORT: &str = "image-import";
     pub const ENDPOINT: &str = "unsupported-endpoint";
@@ -66,6 +68,10 @@ pub struct Policy {
     /// Publish every requested port on a free loopback port instead of the one asked for, so
     /// concurrent jobs never collide (`docker port` and inspect show the real one).
     pub remap_published_ports: bool,
+    /// Serve BuildKit builds through the daemon's `/build?version=2` route and `/session`.
+    /// BuildKit runs build steps outside any container the job creates, so the memory, pids and
+    /// CPU limits above do not apply to them; turn this off where they must.
+    pub buildkit: bool,
 }
 
 impl Default for Policy {
@@ -81,6 +87,7 @@ impl Default for Policy {
             max_nano_cpus: 0,
             max_body_bytes: 1 << 20,
             remap_published_ports: true,
+            buildkit: true,
         }
     }
 }

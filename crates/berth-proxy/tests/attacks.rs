@@ -629,7 +629,7 @@ async fn parsing_differentials_are_refused() {
         ("container update (limits)", post_json("/containers/x/update", "{}"), &[403]),
         ("image load", post("/images/load"), &[403]),
         ("image import", post("/images/create?fromSrc=-&repo=berth-test/busybox&tag=latest"), &[403]),
-        ("session (BuildKit h2c)", post("/session"), &[403]),
+        ("session without its h2c upgrade", post("/session"), &[400]),
         ("grpc (buildx h2c: entitlements inside gRPC)", b"POST /grpc HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n".to_vec(), &[403]),
         ("build cache prune (shared cache)", post("/build/prune"), &[403]),
         ("image prune (shared cache)", post("/images/prune"), &[403]),
@@ -830,7 +830,10 @@ async fn exec_network_volume_and_build_escalations_are_refused() {
             post(&format!("/build?networkmode=container:{id}")),
         ),
         ("build cgroup parent", post("/build?cgroupparent=/")),
-        ("build with BuildKit", post("/build?version=2")),
+        (
+            "build with an unknown builder version",
+            post("/build?version=3"),
+        ),
         (
             "build repeated networkmode",
             post("/build?networkmode=bridge&networkmode=host"),
@@ -1539,4 +1542,288 @@ async fn assert_no_host_etc(a: &Scoped, name: &str, r: Resp) {
         logs.body
     );
     eprintln!("{name}: the container ran and saw nothing of /etc");
+}
+
+/// A build context (tar) holding one Dockerfile.
+fn context_tar(dockerfile: &str) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    let o = std::process::Command::new("tar")
+        .args(["-C", dir.path().to_str().unwrap(), "-cf", "-", "Dockerfile"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    o.stdout
+}
+
+/// `POST /build?{query}` with a tar context, the way the docker CLI sends it.
+fn build_request(query: &str, tar: &[u8]) -> Vec<u8> {
+    let mut r = format!(
+        "POST /build?{query} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\nContent-Type: application/x-tar\r\nContent-Length: {}\r\n\r\n",
+        tar.len()
+    )
+    .into_bytes();
+    r.extend_from_slice(tar);
+    r
+}
+
+/// A session request as the BuildKit client sends it, with the given id and upgrade.
+fn session_request(id: &str, upgrade: &str) -> Vec<u8> {
+    format!(
+        "POST /v1.41/session HTTP/1.1\r\nHost: docker\r\nConnection: Upgrade, close\r\nUpgrade: {upgrade}\r\n\
+         X-Docker-Expose-Session-Uuid: {id}\r\nX-Docker-Expose-Session-Name: ctx\r\n\
+         X-Docker-Expose-Session-Sharedkey: k\r\n\
+         X-Docker-Expose-Session-Grpc-Method: /moby.filesync.v1.FileSync/DiffCopy\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// BuildKit through the daemon's route: what could reach the host, other jobs' sessions and
+/// builds, the shared build cache, or shared tags is refused, and the daemon shows it: no image
+/// was built, the shared image is unchanged, the other job's build ran to its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildkit_attacks_are_refused() {
+    if !docker_or_skip("buildkit_attacks").await {
+        return;
+    }
+    let a = start("bka").await;
+    let b = start("bkb").await;
+    let tar = context_tar(&format!("FROM {BUSYBOX}\nRUN echo built > /built\n"));
+    let busybox_before = daemon(&get(&format!("/images/{BUSYBOX}/json")))
+        .await
+        .json()["Id"]
+        .clone();
+    let outputs = enc(&format!(
+        r#"[{{"Type":"moby","Attrs":{{"name":"{BUSYBOX}"}}}}]"#
+    ));
+    let proxy_arg = enc(r#"{"HTTP_PROXY":"http://127.0.0.1:3128"}"#);
+    let proxy_arg_lower = enc(r#"{"https_proxy":"http://127.0.0.1:3128"}"#);
+    let cache_ns = enc(&format!(
+        r#"{{"BUILDKIT_CACHE_MOUNT_NS":"berth-{}"}}"#,
+        b.scope
+    ));
+    let other_session = format!("{}.s1", b.scope);
+    let cases: Vec<(&str, String, &[u16])> = vec![
+        (
+            "BuildKit with host network",
+            "version=2&networkmode=host".into(),
+            &[403],
+        ),
+        (
+            "BuildKit with a git context",
+            "version=2&remote=https://127.0.0.1:1/x.git".into(),
+            &[403],
+        ),
+        (
+            "BuildKit upload-request context",
+            "version=2&remote=upload-request".into(),
+            &[403],
+        ),
+        (
+            "BuildKit outputs tagging a shared image",
+            format!("version=2&outputs={outputs}"),
+            &[403],
+        ),
+        (
+            "BuildKit cgroup parent",
+            "version=2&cgroupparent=/".into(),
+            &[403],
+        ),
+        (
+            "classic build with a proxy build arg",
+            format!("buildargs={proxy_arg}"),
+            &[403],
+        ),
+        (
+            "BuildKit with a lowercase proxy build arg",
+            format!("version=2&buildargs={proxy_arg_lower}"),
+            &[403],
+        ),
+        (
+            "BuildKit naming the other job's cache namespace",
+            format!("version=2&buildargs={cache_ns}"),
+            &[403],
+        ),
+        (
+            "classic build with --add-host",
+            "extrahosts=pypi.org:127.0.0.1".into(),
+            &[403],
+        ),
+        (
+            "BuildKit with --add-host",
+            "version=2&extrahosts=pypi.org:127.0.0.1".into(),
+            &[403],
+        ),
+        (
+            "classic build from a client session",
+            "remote=client-session&session=s1".into(),
+            &[400],
+        ),
+        (
+            "BuildKit with the other job's session by its daemon id",
+            format!("version=2&remote=client-session&session={other_session}"),
+            &[400],
+        ),
+        (
+            "BuildKit with an upload-request build id",
+            "version=2&buildid=upload-request:x".into(),
+            &[400],
+        ),
+        (
+            "BuildKit with repeated session",
+            "version=2&remote=client-session&session=s1&session=s2".into(),
+            &[400],
+        ),
+    ];
+    for (what, query, want) in &cases {
+        let r = a
+            .send(&build_request(&format!("{query}&t=poisoned"), &tar))
+            .await;
+        assert!(
+            want.contains(&r.status),
+            "`{what}`: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    let raw_cases: Vec<(&str, Vec<u8>, &[u16])> = vec![
+        (
+            "session with the other job's daemon id",
+            session_request(&other_session, "h2c"),
+            &[400],
+        ),
+        (
+            "session upgrading to tcp",
+            session_request("s1", "tcp"),
+            &[400],
+        ),
+        ("session without an id", session_request("", "h2c"), &[400]),
+        (
+            "cancel the other job's build by its daemon id",
+            post(&format!("/build/cancel?id={}.x", b.scope)),
+            &[400],
+        ),
+    ];
+    for (what, req, want) in &raw_cases {
+        let r = a.send(req).await;
+        assert!(
+            want.contains(&r.status),
+            "`{what}`: {} {}",
+            r.status,
+            r.body
+        );
+    }
+    assert_eq!(
+        daemon(&get(&format!("/images/{}/json", a.daemon_name("poisoned"))))
+            .await
+            .status,
+        404,
+        "a refused build produced an image"
+    );
+    assert_eq!(daemon(&get("/images/poisoned/json")).await.status, 404);
+    assert_eq!(
+        daemon(&get(&format!("/images/{BUSYBOX}/json")))
+            .await
+            .json()["Id"],
+        busybox_before,
+        "the shared image was re-tagged"
+    );
+
+    // Build ids are per job: b cancelling `victim` does not reach a's build `victim`, which
+    // runs to its end; a cancelling its own does stop it (so the cancel path itself works).
+    // The scope name keeps the step out of the layer cache of earlier runs.
+    let slow = context_tar(&format!(
+        "FROM {BUSYBOX}\nRUN sleep 4 && echo {} > /slow\n",
+        a.scope
+    ));
+    let sock = a.sock.clone();
+    let req = build_request("version=2&buildid=victim&t=slow", &slow);
+    let victim = tokio::spawn(async move { raw(&sock, &req).await });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(!victim.is_finished(), "a's build ended before the cancel");
+    let r = b.send(&post("/build/cancel?id=victim")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let done = victim.await.unwrap().expect("a's build answered");
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(
+        done.body.contains("moby.image.id") && !done.body.contains("\"error"),
+        "a's build was disturbed by b's cancel: {}",
+        done.body
+    );
+    assert_eq!(
+        daemon(&get(&format!("/images/{}/json", a.daemon_name("slow"))))
+            .await
+            .status,
+        200
+    );
+    let slow2 = context_tar(&format!(
+        "FROM {BUSYBOX}\nRUN sleep 4 && echo {}-2 > /slow\n",
+        a.scope
+    ));
+    let sock = a.sock.clone();
+    let req = build_request("version=2&buildid=mine&t=slow2", &slow2);
+    let own = tokio::spawn(async move { raw(&sock, &req).await });
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(
+        !own.is_finished(),
+        "a's second build ended before the cancel"
+    );
+    let r = a.send(&post("/build/cancel?id=mine")).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let done = own.await.unwrap().expect("a's second build answered");
+    assert!(
+        done.body.contains("\"error") || done.status >= 400,
+        "a's own cancel did not stop its build: {} {}",
+        done.status,
+        done.body
+    );
+    assert_eq!(
+        daemon(&get(&format!("/images/{}/json", a.daemon_name("slow2"))))
+            .await
+            .status,
+        404
+    );
+    eprintln!(
+        "{} BuildKit attack cases refused; build ids are per job",
+        cases.len() + raw_cases.len() + 1
+    );
+    a.finish().await;
+    b.finish().await;
+}
+
+/// `RUN --network=host` in a BuildKit build: the daemon grants `network.host` only for
+/// `--network host`, which the endpoint refuses, so neither reaches the host's network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildkit_cannot_reach_the_host_network() {
+    if !docker_or_skip("buildkit_host_network").await {
+        return;
+    }
+    let Some(bin) = docker20_cli("buildkit_host_network").await else {
+        return;
+    };
+    let a = start("bknet").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {BUSYBOX}\nRUN --network=host echo on-the-host > /x\n"),
+    )
+    .unwrap();
+    let o = buildkit_build(bin, &a, dir.path(), &["-t", "hostnet"]).await;
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "RUN --network=host built: {err}");
+    eprintln!(
+        "RUN --network=host: {}",
+        err.lines().last().unwrap_or_default()
+    );
+    let o = buildkit_build(bin, &a, dir.path(), &["--network", "host", "-t", "hostnet"]).await;
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(!o.status.success(), "--network host built: {err}");
+    assert!(err.contains("build-host-access"), "{err}");
+    assert_eq!(
+        daemon(&get(&format!("/images/{}/json", a.daemon_name("hostnet"))))
+            .await
+            .status,
+        404
+    );
+    a.finish().await;
 }

@@ -643,3 +643,66 @@ async fn docker_cli_binds_on_a_volume_workspace() {
     }
     a.finish().await;
 }
+
+/// BuildKit through the daemon's own route (Docker CLI 20.10, `DOCKER_BUILDKIT=1`): the
+/// context comes over the job's session, tags are job-local, and `RUN --mount=type=cache`
+/// directories are the job's own — a second job's identical build starts with an empty cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildkit_builds_with_per_job_cache_mounts() {
+    if !docker_or_skip("buildkit").await {
+        return;
+    }
+    let Some(bin) = docker20_cli("buildkit").await else {
+        return;
+    };
+    let a = start("bk-a").await;
+    let b = start("bk-b").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "from-the-context\n").unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX}\nARG N\nCOPY hello.txt /hello.txt\n\
+             RUN --mount=type=cache,id=shared,target=/c sh -c 'echo \"seen:$(cat /c/mark 2>/dev/null || echo none) n:$N\"; echo $N > /c/mark'\n"
+        ),
+    )
+    .unwrap();
+    let out = bk_build(bin, &a, dir.path(), "a1").await;
+    assert!(out.contains("seen:none n:a1"), "{out}");
+    assert_eq!(
+        ok(&a, &["run", "--rm", "app:1", "cat", "/hello.txt"])
+            .await
+            .trim(),
+        "from-the-context"
+    );
+    // The job's own cache mount persists between its builds...
+    let out = bk_build(bin, &a, dir.path(), "a2").await;
+    assert!(out.contains("seen:a1 n:a2"), "{out}");
+    // ...and the other job's identical build does not see it.
+    let out = bk_build(bin, &b, dir.path(), "b1").await;
+    assert!(
+        out.contains("seen:none n:b1"),
+        "cache mount shared across jobs: {out}"
+    );
+    // The tag is job-local on the daemon: no shared `app:1` appeared.
+    assert_eq!(daemon(&get("/images/app:1/json")).await.status, 404);
+    let local = format!("/images/{}/json", a.daemon_name("app:1"));
+    assert_eq!(daemon(&get(&local)).await.status, 200);
+    a.finish().await;
+    b.finish().await;
+    assert_eq!(
+        daemon(&get(&local)).await.status,
+        404,
+        "job-local tag reaped"
+    );
+}
+
+/// One BuildKit build of `app:1` with `N=n`; its plain progress output.
+async fn bk_build(bin: &str, s: &Scoped, dir: &std::path::Path, n: &str) -> String {
+    let arg = format!("N={n}");
+    let o = buildkit_build(bin, s, dir, &["--build-arg", &arg, "-t", "app:1"]).await;
+    assert!(o.status.success(), "BuildKit build failed: {}", text(&o));
+    let out = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(out.contains("naming to"), "not a BuildKit build: {out}");
+    out
+}

@@ -5,6 +5,7 @@
 
 use http::{HeaderValue, Method, StatusCode};
 use hyper::body::Incoming;
+use serde_json::{Map, Value};
 
 use super::*;
 
@@ -98,11 +99,32 @@ impl Handler<'_> {
         registry_config: Option<HeaderValue>,
     ) -> Answer {
         let q = self.q;
-        if q.single("remote")?.is_some_and(|r| !r.is_empty()) {
-            return Err(Refusal::rule(
-                rules::BUILD_HOST,
-                "remote build contexts are not allowed",
-            ));
+        let buildkit = match q.single("version")?.unwrap_or_default() {
+            "" | "1" => false,
+            "2" if self.state.policy.buildkit => true,
+            "2" => return Err(super::buildkit::buildkit_off()),
+            v => return Err(Refusal::bad(format!("unknown builder version `{v}`"))),
+        };
+        let session = q.single("session")?.filter(|s| !s.is_empty());
+        // BuildKit's context from the client's session; any other remote is a URL the daemon
+        // would fetch (git, http), from the host's network.
+        let client_session = match q.single("remote")?.unwrap_or_default() {
+            "" => false,
+            "client-session" if buildkit && session.is_some() => true,
+            "client-session" => {
+                return Err(Refusal::bad(
+                    "remote=client-session needs version=2 and a session",
+                ));
+            }
+            _ => {
+                return Err(Refusal::rule(
+                    rules::BUILD_HOST,
+                    "remote build contexts are not allowed",
+                ));
+            }
+        };
+        if session.is_some() && !buildkit {
+            return Err(Refusal::bad("a build session needs version=2 (BuildKit)"));
         }
         let net = q.single("networkmode")?.unwrap_or_default();
         if !matches!(net, "" | "default" | "bridge" | "none") {
@@ -117,13 +139,8 @@ impl Handler<'_> {
                 "build cgroup parent is not allowed",
             ));
         }
-        if !matches!(q.single("version")?.unwrap_or("1"), "" | "1") {
-            return Err(Refusal::rule(
-                rules::BUILD_HOST,
-                "BuildKit builds are not served through the scoped socket yet; set DOCKER_BUILDKIT=0, or use `docker: dind`",
-            ));
-        }
-        for k in ["isolation", "outputs", "session", "squash"] {
+        // `outputs` would let BuildKit's exporters name (tag) images past the tag rule.
+        for k in ["isolation", "outputs", "squash"] {
             if q.single(k)?
                 .is_some_and(|v| !v.is_empty() && v != "default" && v != "0" && v != "false")
             {
@@ -132,6 +149,17 @@ impl Handler<'_> {
                     format!("build option `{k}` is not allowed"),
                 ));
             }
+        }
+        // Both builders leave these out of the cache key of a step while they change what the
+        // step fetches: a layer built with them would be reused by every other job's identical
+        // step on the shared daemon.
+        if q.single("extrahosts")?
+            .is_some_and(|v| !v.trim().is_empty())
+        {
+            return Err(Refusal::rule(
+                rules::BUILD_CACHE,
+                "build --add-host is not allowed: the build cache does not record it, so other jobs would reuse layers built with it; put the host in the Dockerfile's RUN steps instead",
+            ));
         }
         let mut tags = Vec::new();
         for t in q.multi("t") {
@@ -157,7 +185,6 @@ impl Handler<'_> {
                 "shmsize",
                 "platform",
                 "target",
-                "extrahosts",
                 "networkmode",
             ],
         )?;
@@ -166,12 +193,31 @@ impl Handler<'_> {
         if q.single("memory")?.is_none() && self.state.policy.default_memory > 0 {
             qo.push("memory", &self.state.policy.default_memory.to_string());
         }
-        for k in ["buildargs", "cachefrom", "ulimits"] {
+        for k in ["cachefrom", "ulimits"] {
             if let Some(v) = q.single(k)? {
                 let parsed = body::parse_strict(v.as_bytes())
                     .map_err(|e| Refusal::bad(format!("{k}: {e}")))?;
                 qo.push(k, &parsed.to_string());
             }
+        }
+        let args = build_args(
+            q.single("buildargs")?,
+            buildkit.then(|| self.scope().name()),
+        )?;
+        if !args.is_empty() {
+            qo.push("buildargs", &Value::Object(args).to_string());
+        }
+        if buildkit {
+            qo.push("version", "2");
+            if let Some(s) = session {
+                qo.push("session", &self.scoped_id("session", s)?);
+            }
+            if client_session {
+                qo.push("remote", "client-session");
+            }
+        }
+        if let Some(id) = q.single("buildid")?.filter(|s| !s.is_empty()) {
+            qo.push("buildid", &self.scoped_id("build", id)?);
         }
         let given = match q.single("labels")? {
             Some(l) => Some(
@@ -187,14 +233,15 @@ impl Handler<'_> {
             .into_iter()
             .map(|a| ("x-registry-config", a))
             .collect();
+        // With the context in the session, the daemon reads no body: none is forwarded.
+        let body = if client_session {
+            super::no_body(body).await?;
+            forward::empty()
+        } else {
+            forward::stream(body)
+        };
         let resp = self
-            .send(
-                Method::POST,
-                &path,
-                forward::stream(body),
-                Some("application/x-tar"),
-                &extra,
-            )
+            .send(Method::POST, &path, body, Some("application/x-tar"), &extra)
             .await?;
         self.stream_back(resp).await
     }
@@ -225,5 +272,85 @@ impl Handler<'_> {
         }
         let path = format!("{}{}", self.path(&["commit"]), qo.finish());
         self.pass(Method::POST, &path, forward::empty(), None).await
+    }
+}
+
+/// The build arguments a job may pass, re-serialized. The proxy variables are refused: both
+/// builders leave them out of the cache key (so that changing a proxy does not invalidate the
+/// cache), which would let a job route its build's downloads through a server of its choosing
+/// and have other jobs reuse the layers. For BuildKit builds, `BUILDKIT_CACHE_MOUNT_NS` is set to
+/// the scope: `RUN --mount=type=cache` directories are then the job's own, not shared with every
+/// build on the daemon.
+fn build_args(raw: Option<&str>, cache_ns: Option<&str>) -> Result<Map<String, Value>, Refusal> {
+    let mut args = match raw {
+        None => Map::new(),
+        Some(v) if v.trim().is_empty() => Map::new(),
+        Some(v) => match body::parse_strict(v.as_bytes())
+            .map_err(|e| Refusal::bad(format!("buildargs: {e}")))?
+        {
+            Value::Object(m) => m,
+            _ => return Err(Refusal::bad("buildargs must be a JSON object")),
+        },
+    };
+    for (k, v) in &args {
+        if !(v.is_string() || v.is_null()) {
+            return Err(Refusal::bad(format!(
+                "build argument `{k}` must be a string"
+            )));
+        }
+        let upper = k.to_ascii_uppercase();
+        if matches!(
+            upper.as_str(),
+            "HTTP_PROXY" | "HTTPS_PROXY" | "FTP_PROXY" | "NO_PROXY" | "ALL_PROXY"
+        ) {
+            return Err(Refusal::rule(
+                rules::BUILD_CACHE,
+                format!(
+                    "build argument `{k}` is not allowed: the build cache does not record proxy settings, so other jobs would reuse layers fetched through it; configure the proxy on the daemon instead"
+                ),
+            ));
+        }
+        if upper.starts_with("BUILDKIT_") && upper != "BUILDKIT_INLINE_CACHE" {
+            return Err(Refusal::rule(
+                rules::BUILD_CACHE,
+                format!("build argument `{k}` is set by the scoped socket, not by the job"),
+            ));
+        }
+    }
+    if let Some(ns) = cache_ns {
+        args.insert(
+            "BUILDKIT_CACHE_MOUNT_NS".to_string(),
+            Value::String(format!("berth-{ns}")),
+        );
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_args_refuse_proxies_and_set_the_cache_namespace() {
+        let a = build_args(Some(r#"{"A":"1","B":null}"#), Some("s1")).unwrap();
+        assert_eq!(a["A"], "1");
+        assert_eq!(a["BUILDKIT_CACHE_MOUNT_NS"], "berth-s1");
+        assert!(
+            build_args(Some(r#"{"A":"1"}"#), None)
+                .unwrap()
+                .get("BUILDKIT_CACHE_MOUNT_NS")
+                .is_none()
+        );
+        for bad in [
+            r#"{"HTTP_PROXY":"http://x"}"#,
+            r#"{"https_proxy":"http://x"}"#,
+            r#"{"BUILDKIT_CACHE_MOUNT_NS":"other"}"#,
+            r#"{"buildkit_syntax":"x/y"}"#,
+            r#"{"A":1}"#,
+            r#"{"A":"1","A":"2"}"#,
+            "[]",
+        ] {
+            assert!(build_args(Some(bad), Some("s")).is_err(), "{bad}");
+        }
     }
 }

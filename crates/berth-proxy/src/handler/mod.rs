@@ -24,6 +24,7 @@ use crate::rewrite::strip_names;
 use crate::scope::{Scope, valid_object_name};
 use crate::state::State;
 
+mod buildkit;
 mod containers;
 mod exec;
 mod images;
@@ -320,6 +321,14 @@ async fn route(state: &Arc<State>, mut req: Request<Incoming>) -> Answer {
         ("DELETE", ["images", name @ ..]) if !name.is_empty() => {
             no_body(body).await?;
             h.image_remove(&name.join("/")).await
+        }
+        ("POST", ["session"]) => {
+            no_body(body).await?;
+            h.session(&parts.headers, client_upgrade).await
+        }
+        ("POST", ["build", "cancel"]) => {
+            no_body(body).await?;
+            h.build_cancel().await
         }
         ("POST", ["build"]) => {
             h.build(body, parts.headers.get("x-registry-config").cloned())
@@ -627,18 +636,26 @@ impl Handler<'_> {
         } else {
             None
         };
-        let mut resp = self
-            .send(
-                Method::POST,
-                &path,
-                body,
-                ct,
-                &[
-                    ("connection", HeaderValue::from_static("Upgrade")),
-                    ("upgrade", HeaderValue::from_static("tcp")),
-                ],
-            )
-            .await?;
+        self.upgrade_as(path, body, ct, "tcp", &[], client).await
+    }
+
+    /// Forwards an authorized request asking for protocol `proto` (`tcp`, or `h2c` for a BuildKit
+    /// session) with the given extra headers; splices the two streams once the daemon answered 101.
+    pub(super) async fn upgrade_as(
+        &self,
+        path: String,
+        body: BoxBody,
+        ct: Option<&str>,
+        proto: &'static str,
+        extra: &[(&str, HeaderValue)],
+        client: hyper::upgrade::OnUpgrade,
+    ) -> Answer {
+        let mut headers = vec![
+            ("connection", HeaderValue::from_static("Upgrade")),
+            ("upgrade", HeaderValue::from_static(proto)),
+        ];
+        headers.extend(extra.iter().cloned());
+        let mut resp = self.send(Method::POST, &path, body, ct, &headers).await?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return self.stream_back(resp).await;
         }
@@ -649,7 +666,7 @@ impl Handler<'_> {
         out.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         out.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static("tcp"));
+            .insert(header::UPGRADE, HeaderValue::from_static(proto));
         let cancel = self.state.cancel.clone();
         self.state.tracker.spawn(async move {
             let (Ok(c), Ok(d)) = tokio::join!(client, daemon) else {

@@ -317,11 +317,23 @@ pub async fn docker_cli(
     args: &[&str],
     cwd: Option<&Path>,
 ) -> std::process::Output {
+    docker_cli_env(bin, sock, args, cwd, &[]).await
+}
+
+/// [`docker_cli`] with extra environment (after the defaults, so it overrides them).
+pub async fn docker_cli_env(
+    bin: &str,
+    sock: &Path,
+    args: &[&str],
+    cwd: Option<&Path>,
+    env: &[(&str, &str)],
+) -> std::process::Output {
     let mut cmd = tokio::process::Command::new(bin);
     cmd.args(args)
         .env("DOCKER_HOST", format!("unix://{}", sock.display()))
         .env("DOCKER_BUILDKIT", "0")
         .env("COMPOSE_DOCKER_CLI_BUILD", "0")
+        .envs(env.iter().copied())
         .kill_on_drop(true);
     if let Some(c) = cwd {
         cmd.current_dir(c);
@@ -572,4 +584,43 @@ fn dechunk(mut b: &[u8]) -> (Vec<u8>, usize) {
 
 fn find(h: &[u8], n: &[u8]) -> Option<usize> {
     h.windows(n.len()).position(|w| w == n)
+}
+
+/// The Docker CLI 20.10, whose `DOCKER_BUILDKIT=1` builds use the daemon's own BuildKit route
+/// (`/session` + `/build?version=2`): `/usr/bin/docker` on the host, `BERTH_DOCKER20_CLI` on the
+/// nested engine (the engine-26 script mounts the host's there). None, loudly, when missing —
+/// a failure when `BERTH_REQUIRE_DOCKER=1`.
+pub async fn docker20_cli(test: &str) -> Option<&'static str> {
+    let bin = std::env::var("BERTH_DOCKER20_CLI").unwrap_or_else(|_| "/usr/bin/docker".into());
+    let version = tokio::process::Command::new(&bin)
+        .args(["version", "--format", "{{.Client.Version}}"])
+        .env("DOCKER_HOST", "unix:///nonexistent")
+        .output()
+        .await
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    if version.starts_with("20.10") {
+        return Some(Box::leak(bin.into_boxed_str()));
+    }
+    let msg = format!("SKIP {test}: {bin} is not the Docker CLI 20.10 (version `{version}`)");
+    assert!(
+        std::env::var("BERTH_REQUIRE_DOCKER").as_deref() != Ok("1"),
+        "{msg} and BERTH_REQUIRE_DOCKER=1"
+    );
+    eprintln!("\n!!!!!!!! {msg} !!!!!!!!\n");
+    None
+}
+
+/// A BuildKit build with the Docker CLI 20.10 through a scoped endpoint, progress as plain text
+/// on stderr.
+pub async fn buildkit_build(
+    bin: &str,
+    s: &Scoped,
+    dir: &Path,
+    args: &[&str],
+) -> std::process::Output {
+    let mut all = vec!["build", "--progress=plain"];
+    all.extend_from_slice(args);
+    all.push(".");
+    docker_cli_env(bin, &s.sock, &all, Some(dir), &[("DOCKER_BUILDKIT", "1")]).await
 }
