@@ -579,3 +579,26 @@ jobs:
     );
     run.assert_nothing_left();
 }
+
+/// A scoped job that asks for BuildKit in its `environment` gets it: the Docker CLI 20.10 in
+/// the job builds through the daemon's BuildKit route (cache mounts, plain progress).
+#[test]
+fn scoped_jobs_build_with_buildkit_when_the_job_asks() {
+    if !docker() {
+        return;
+    }
+    test_images();
+    let p = Project::new(&format!(
+        "jobs:\n  main:\n    image: {DEBIAN}\n    requires: [~commit]\n    docker: scoped\n    environment:\n      DOCKER_BUILDKIT: \"1\"\n    steps:\n      - build: docker build --progress=plain -t bk . 2>&1 | tail -n 4\n      - run: docker run --rm bk cat /f\n"
+    ));
+    p.write(
+        "Dockerfile",
+        &format!("FROM {BUSYBOX}\nCOPY screwdriver.yaml /\nRUN --mount=type=cache,target=/c echo buildkit-ran > /f\n"),
+    );
+    let run = p.run_json(&[]);
+    run.assert_code(0);
+    let out = run.output("main");
+    assert!(out.contains("naming to docker.io/library/"), "{out}");
+    assert!(out.contains("buildkit-ran"), "{out}");
+    run.assert_nothing_left();
+}

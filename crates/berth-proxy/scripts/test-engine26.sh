@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs berth-proxy's Docker test suites against a nested Docker Engine 26.1 (API 1.45) with the
-# Docker CLI 26 and Compose v2 from Debian trixie, inside a container on the host's daemon.
+# Docker CLI 26 and Compose v2 from Debian trixie, inside a container on the host's daemon; the host's
+# Docker CLI 20.10 is mounted in too, for BuildKit builds through the daemon's own route.
 #
 #   crates/berth-proxy/scripts/test-engine26.sh [TEST-BINARY-ARGS...]
 #
@@ -43,6 +44,7 @@ docker run -d --name "$NAME" \
   --device-cgroup-rule 'a *:* rwm' -v /sys/fs/cgroup:/sys/fs/cgroup:rw -v /var/lib/docker \
   -e DOCKER_ALLOW_IPV6_ON_IPV4_INTERFACE=1 \
   -v "$TARGET:$TARGET:ro" \
+  -v /usr/bin/docker:/opt/berth/docker20:ro \
   "$IMAGE" dockerd --tls=false -H unix:///var/run/docker.sock >/dev/null
 for _ in $(seq 60); do
   docker exec "$NAME" docker version >/dev/null 2>&1 && break
@@ -55,7 +57,8 @@ done
 status=0
 for b in $bins; do
   echo "== $(basename "$b") on engine 26.1"
-  docker exec -w /tmp -e BERTH_REQUIRE_DOCKER=1 -e BERTH_MODERN_DOCKER_CLI=/usr/bin/docker "$NAME" "$b" --test-threads 2 "$@" || status=1
+  docker exec -w /tmp -e BERTH_REQUIRE_DOCKER=1 -e BERTH_MODERN_DOCKER_CLI=/usr/bin/docker \
+    -e BERTH_DOCKER20_CLI=/opt/berth/docker20 "$NAME" "$b" --test-threads 2 "$@" || status=1
 done
 # A `docker: scoped` job run by berth itself on the nested engine: its workspace is a volume, so
 # `-v "$PWD/sub:/src"` becomes a Subpath mount (API 1.45), and a symlink out of the workspace is

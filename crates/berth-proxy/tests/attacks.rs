@@ -630,7 +630,7 @@ async fn parsing_differentials_are_refused() {
         ("image load", post("/images/load"), &[403]),
         ("image import", post("/images/create?fromSrc=-&repo=berth-test/busybox&tag=latest"), &[403]),
         ("session without its h2c upgrade", post("/session"), &[400]),
-        ("grpc (buildx h2c: entitlements inside gRPC)", b"POST /grpc HTTP/1.1\r\nHost: d\r\nConnection: Upgrade\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n".to_vec(), &[403]),
+        ("grpc (buildx h2c: entitlements inside gRPC)", b"POST /grpc HTTP/1.1\r\nHost: d\r\nConnection: Upgrade, close\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n".to_vec(), &[403]),
         ("build cache prune (shared cache)", post("/build/prune"), &[403]),
         ("image prune (shared cache)", post("/images/prune"), &[403]),
         ("HEAD on a GET route", b"HEAD /containers/json HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n".to_vec(), &[403]),

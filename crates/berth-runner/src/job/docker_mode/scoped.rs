@@ -124,7 +124,9 @@ pub(crate) async fn prepare(
         &listen,
         &dir,
         vec![
-            // The endpoint serves the classic builder; BuildKit is refused (docs/scoped-socket.md).
+            // The classic builder by default: Docker CLI 23+ sends BuildKit builds to buildx's
+            // `/grpc`, which the endpoint refuses; a job with a CLI 20.10 may set
+            // DOCKER_BUILDKIT=1 in its `environment` (docs/scoped-socket.md).
             "DOCKER_BUILDKIT=0".to_string(),
             "COMPOSE_DOCKER_CLI_BUILD=0".to_string(),
         ],
