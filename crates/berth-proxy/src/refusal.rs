@@ -57,6 +57,12 @@ impl Refusal {
         }
     }
 
+    pub fn no_such_image(reference: &str) -> Refusal {
+        Refusal::NotFound {
+            message: format!("No such image: {reference}"),
+        }
+    }
+
     pub fn no_such_exec(reference: &str) -> Refusal {
         Refusal::NotFound {
             message: format!("No such exec instance: {reference}"),

@@ -1827,3 +1827,95 @@ async fn buildkit_cannot_reach_the_host_network() {
     );
     a.finish().await;
 }
+
+/// Another job's build artifacts are not there for a job: its job-local tags and the images it
+/// built are absent from lists and answer 404 to inspect, history, create and tag — by plain
+/// name, by daemon name and by id — and the daemon shows nothing was created from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_jobs_images_are_invisible() {
+    if !docker_or_skip("other_jobs_images").await {
+        return;
+    }
+    let a = start("imga").await;
+    let b = start("imgb").await;
+    let tar = context_tar(&format!(
+        "FROM {BUSYBOX}\nRUN echo {} > /secret\n",
+        a.scope
+    ));
+    let r = a.send(&build_request("t=app:1", &tar)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = a
+        .send(&post(&format!("/images/{BUSYBOX}/tag?repo=mine&tag=1")))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let app_daemon = a.daemon_name("app:1");
+    let app_id = daemon(&get(&format!("/images/{app_daemon}/json")))
+        .await
+        .json()["Id"]
+        .as_str()
+        .expect("a's image exists")
+        .to_string();
+    // a sees its own under plain names.
+    let list = a.send(&get("/images/json")).await.json();
+    let tags: Vec<String> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|i| i["RepoTags"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect();
+    assert!(tags.contains(&"app:1".to_string()), "{tags:?}");
+    assert!(tags.contains(&"mine:1".to_string()), "{tags:?}");
+    assert!(!tags.iter().any(|t| t.starts_with(&a.scope)), "{tags:?}");
+    // b sees neither a's tags nor a's image, but the shared image is there.
+    let list = b.send(&get("/images/json")).await;
+    assert!(!list.body.contains(&a.scope), "{}", list.body);
+    assert!(!list.body.contains(&app_id), "{}", list.body);
+    assert!(list.body.contains(BUSYBOX), "{}", list.body);
+    let short = &app_id["sha256:".len()..][..12];
+    for r in [
+        app_daemon.as_str(),
+        app_id.as_str(),
+        short,
+        &a.daemon_name("mine:1"),
+    ] {
+        for path in [format!("/images/{r}/json"), format!("/images/{r}/history")] {
+            let resp = b.send(&get(&path)).await;
+            assert_eq!(resp.status, 404, "{path}: {}", resp.body);
+        }
+        let resp = b
+            .send(&post_json(
+                "/containers/create?name=from-a",
+                &format!(r#"{{"Image":"{r}","Cmd":["cat","/secret"]}}"#),
+            ))
+            .await;
+        assert_eq!(resp.status, 404, "create from {r}: {}", resp.body);
+        let resp = b
+            .send(&post(&format!("/images/{r}/tag?repo=stolen&tag=1")))
+            .await;
+        assert_eq!(resp.status, 404, "tag {r}: {}", resp.body);
+    }
+    assert_eq!(
+        daemon(&get(&format!("/images/{}/json", b.daemon_name("stolen:1"))))
+            .await
+            .status,
+        404
+    );
+    assert!(
+        daemon_list(&format!(r#"{{"label":["io.berth.scope={}"]}}"#, b.scope))
+            .await
+            .iter()
+            .all(|o| !o.starts_with("container")),
+        "b created a container from a's image"
+    );
+    // a itself still uses its image.
+    let r = a
+        .send(&post_json(
+            "/containers/create?name=mine",
+            r#"{"Image":"app:1","Cmd":["true"]}"#,
+        ))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    a.finish().await;
+    b.finish().await;
+}

@@ -45,7 +45,7 @@ impl Handler<'_> {
         let labels = policy::own_labels(cfg.get("Labels"), self.scope().labels())?;
         cfg.insert("Labels".into(), labels);
         if let Some(Value::String(image)) = cfg.get("Image") {
-            let image = self.scope().image_ref(image);
+            let image = self.readable_image(image).await?;
             cfg.insert("Image".into(), json!(image));
         }
         let mut hc = match cfg.remove("HostConfig") {

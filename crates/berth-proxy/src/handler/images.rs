@@ -9,7 +9,136 @@ use serde_json::{Map, Value};
 
 use super::*;
 
+/// Other scopes' images: their job-local tags (`<scope>_…`, for every scope that has a tag
+/// marker on the daemon) and the images they built (labelled with their `io.berth.scope`).
+pub(super) struct Foreign {
+    own: String,
+    scopes: Vec<String>,
+}
+
+impl Foreign {
+    pub(super) fn tag(&self, tag: &str) -> bool {
+        self.scopes
+            .iter()
+            .any(|s| tag.strip_prefix(s.as_str()).is_some_and(|r| r.starts_with('_')))
+    }
+
+    /// An image (list entry or inspect) another scope built.
+    pub(super) fn built(&self, image: &Value) -> bool {
+        let labels = if image.get("Config").is_some() {
+            &image["Config"]["Labels"]
+        } else {
+            &image["Labels"]
+        };
+        labels[crate::scope::SCOPE_LABEL]
+            .as_str()
+            .is_some_and(|s| s != self.own)
+    }
+
+    /// Drops other scopes' tags and shows the job's own under their plain names. Returns false
+    /// when the image is another scope's (built by it, or tagged only by it).
+    pub(super) fn rewrite(&self, image: &mut Value) -> bool {
+        if self.built(image) {
+            return false;
+        }
+        let own = format!("{}_", self.own);
+        if let Some(Value::Array(tags)) = image.get_mut("RepoTags") {
+            let had = !tags.is_empty();
+            tags.retain(|t| t.as_str().is_some_and(|t| !self.tag(t)));
+            for t in tags.iter_mut() {
+                if let Some(plain) = t.as_str().and_then(|s| s.strip_prefix(&own)) {
+                    *t = Value::String(plain.to_string());
+                }
+            }
+            if had && tags.is_empty() {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 impl Handler<'_> {
+    /// The scopes whose job-local tags exist on the daemon (their tag markers), but this one.
+    pub(super) async fn foreign(&self) -> Result<Foreign, Refusal> {
+        let f = format!(
+            "{{\"label\":[\"{}\"]}}",
+            berth_engine::labels::TAGS_OF
+        );
+        let qs = QueryOut::new().push("filters", &f).finish();
+        let (status, _, v) = self
+            .call(Method::GET, &format!("{}{qs}", self.path(&["volumes"])), None)
+            .await?;
+        if !status.is_success() {
+            return Err(Refusal::Daemon(format!("listing tag markers: {status}")));
+        }
+        let own = self.scope().name().to_string();
+        let scopes = v["Volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|m| m["Labels"][berth_engine::labels::TAGS_OF].as_str())
+            .filter(|s| *s != own)
+            .map(str::to_string)
+            .collect();
+        Ok(Foreign { own, scopes })
+    }
+
+    /// An image reference the job may read: its own job-local tag, or a shared image — never
+    /// another scope's tag or build, which answer as if they did not exist. Returns the daemon's
+    /// reference.
+    pub(super) async fn readable_image(&self, r: &str) -> Result<String, Refusal> {
+        let d = self.scope().image_ref(r);
+        if self.scope().owns_tag(&d) {
+            return Ok(d);
+        }
+        let foreign = self.foreign().await?;
+        if foreign.tag(&d) {
+            return Err(Refusal::no_such_image(r));
+        }
+        let (status, _, v) = self
+            .call(Method::GET, &self.path(&["images", &d, "json"]), None)
+            .await?;
+        if status.is_success() && foreign.built(&v) {
+            return Err(Refusal::no_such_image(r));
+        }
+        Ok(d)
+    }
+
+    pub(super) async fn image_list(&self) -> Answer {
+        let mut qo = QueryOut::new();
+        qo.copy(self.q, &["all", "digests"])?;
+        if let Some(f) = self.q.single("filters")? {
+            qo.push("filters", &super::reserialize_filters(f, None)?);
+        }
+        let foreign = self.foreign().await?;
+        self.rewritten(
+            Method::GET,
+            &format!("{}{}", self.path(&["images", "json"]), qo.finish()),
+            None,
+            move |_, v| {
+                if let Value::Array(a) = v {
+                    a.retain_mut(|i| foreign.rewrite(i));
+                }
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn image_read(&self, name: &str, action: &str) -> Answer {
+        let d = self.readable_image(name).await?;
+        let path = self.path(&["images", &d, action]);
+        if action == "json" {
+            let foreign = self.foreign().await?;
+            return self
+                .rewritten(Method::GET, &path, None, move |_, v| {
+                    foreign.rewrite(v);
+                })
+                .await;
+        }
+        self.pass(Method::GET, &path, forward::empty(), None).await
+    }
+
     pub(super) async fn image_pull(&self, auth: Option<HeaderValue>) -> Answer {
         for k in ["fromSrc", "repo", "changes", "message"] {
             if self.q.single(k)?.is_some() {
@@ -74,7 +203,7 @@ impl Handler<'_> {
         let daemon_tag = self.claim_tag(&full).await?;
         let (repo, tag) = split_tag(&daemon_tag);
         let qs = QueryOut::new().push("repo", repo).push("tag", tag).finish();
-        let source = self.scope().image_ref(name);
+        let source = self.readable_image(name).await?;
         let path = format!("{}{qs}", self.path(&["images", &source, "tag"]));
         self.pass(Method::POST, &path, forward::empty(), None).await
     }

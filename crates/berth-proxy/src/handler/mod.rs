@@ -286,29 +286,11 @@ async fn route(state: &Arc<State>, mut req: Request<Incoming>) -> Answer {
         }
         ("GET", ["images", "json"]) => {
             no_body(body).await?;
-            let mut qo = QueryOut::new();
-            qo.copy(&q, &["all", "digests"])?;
-            if let Some(f) = q.single("filters")? {
-                qo.push("filters", &reserialize_filters(f, None)?);
-            }
-            h.pass(
-                Method::GET,
-                &format!("{}{}", h.path(&["images", "json"]), qo.finish()),
-                forward::empty(),
-                None,
-            )
-            .await
+            h.image_list().await
         }
         ("GET", ["images", name @ .., action @ ("json" | "history")]) if !name.is_empty() => {
             no_body(body).await?;
-            let name = state.scope.image_ref(&name.join("/"));
-            h.pass(
-                Method::GET,
-                &h.path(&["images", &name, action]),
-                forward::empty(),
-                None,
-            )
-            .await
+            h.image_read(&name.join("/"), action).await
         }
         ("POST", ["images", "create"]) => {
             no_body(body).await?;
