@@ -1838,10 +1838,7 @@ async fn other_jobs_images_are_invisible() {
     }
     let a = start("imga").await;
     let b = start("imgb").await;
-    let tar = context_tar(&format!(
-        "FROM {BUSYBOX}\nRUN echo {} > /secret\n",
-        a.scope
-    ));
+    let tar = context_tar(&format!("FROM {BUSYBOX}\nRUN echo {} > /secret\n", a.scope));
     let r = a.send(&build_request("t=app:1", &tar)).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let r = a

@@ -18,9 +18,10 @@ pub(super) struct Foreign {
 
 impl Foreign {
     pub(super) fn tag(&self, tag: &str) -> bool {
-        self.scopes
-            .iter()
-            .any(|s| tag.strip_prefix(s.as_str()).is_some_and(|r| r.starts_with('_')))
+        self.scopes.iter().any(|s| {
+            tag.strip_prefix(s.as_str())
+                .is_some_and(|r| r.starts_with('_'))
+        })
     }
 
     /// An image (list entry or inspect) another scope built.
@@ -61,13 +62,14 @@ impl Foreign {
 impl Handler<'_> {
     /// The scopes whose job-local tags exist on the daemon (their tag markers), but this one.
     pub(super) async fn foreign(&self) -> Result<Foreign, Refusal> {
-        let f = format!(
-            "{{\"label\":[\"{}\"]}}",
-            berth_engine::labels::TAGS_OF
-        );
+        let f = format!("{{\"label\":[\"{}\"]}}", berth_engine::labels::TAGS_OF);
         let qs = QueryOut::new().push("filters", &f).finish();
         let (status, _, v) = self
-            .call(Method::GET, &format!("{}{qs}", self.path(&["volumes"])), None)
+            .call(
+                Method::GET,
+                &format!("{}{qs}", self.path(&["volumes"])),
+                None,
+            )
             .await?;
         if !status.is_success() {
             return Err(Refusal::Daemon(format!("listing tag markers: {status}")));
@@ -92,14 +94,28 @@ impl Handler<'_> {
         if self.scope().owns_tag(&d) {
             return Ok(d);
         }
-        let foreign = self.foreign().await?;
-        if foreign.tag(&d) {
-            return Err(Refusal::no_such_image(r));
+        // Scope names have no `_`, so only the part before the first `_` can name another
+        // scope; it does when that scope's tag marker exists.
+        if let Some((cand, _)) = d.split_once('_')
+            && cand != self.scope().name()
+            && crate::scope::validate_scope(cand).is_ok()
+        {
+            let marker = format!("{cand}.berth-tags");
+            let (status, _, _) = self
+                .call(Method::GET, &self.path(&["volumes", &marker]), None)
+                .await?;
+            if status.is_success() {
+                return Err(Refusal::no_such_image(r));
+            }
         }
         let (status, _, v) = self
             .call(Method::GET, &self.path(&["images", &d, "json"]), None)
             .await?;
-        if status.is_success() && foreign.built(&v) {
+        let own = self.scope().name();
+        let built_by_other = v["Config"]["Labels"][crate::scope::SCOPE_LABEL]
+            .as_str()
+            .is_some_and(|s| s != own);
+        if status.is_success() && built_by_other {
             return Err(Refusal::no_such_image(r));
         }
         Ok(d)
