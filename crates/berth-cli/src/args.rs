@@ -94,6 +94,9 @@ pub struct RunArgs {
     /// How long services get to become ready (a service's own `timeout:` wins): 30s, 2m, ...
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     pub service_timeout: std::time::Duration,
+    /// JSON policy file for `docker: scoped` jobs' endpoints (as `berth proxy --policy`).
+    #[arg(long, value_name = "FILE")]
+    pub scoped_policy: Option<std::path::PathBuf>,
     /// Print JSON lines of job and step events instead of logs.
     #[arg(long)]
     pub json: bool,

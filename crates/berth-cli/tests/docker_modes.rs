@@ -602,3 +602,30 @@ fn scoped_jobs_build_with_buildkit_when_the_job_asks() {
     assert!(out.contains("buildkit-ran"), "{out}");
     run.assert_nothing_left();
 }
+
+/// `--scoped-policy` reaches scoped jobs' endpoints: with `"builds": false` a job's
+/// `docker build` is refused with the rule's reason, while `docker run` still works.
+#[test]
+fn scoped_policy_file_applies_to_scoped_jobs() {
+    if !docker() {
+        return;
+    }
+    test_images();
+    let p = Project::new(&format!(
+        "jobs:\n  main:\n    image: {DEBIAN}\n    requires: [~commit]\n    docker: scoped\n    steps:\n      - run: docker run --rm {BUSYBOX} echo run-ok\n      - build: if docker build -t x . 2>err; then echo BUILT; exit 1; fi; cat err\n"
+    ));
+    p.write("Dockerfile", &format!("FROM {BUSYBOX}\n"));
+    p.write("policy.json", r#"{"builds": false}"#);
+    let policy = p.path().join("policy.json");
+    let run = p.run_json(&["--scoped-policy", policy.to_str().unwrap()]);
+    run.assert_code(0);
+    let out = run.output("main");
+    assert!(out.contains("run-ok"), "{out}");
+    assert!(out.contains("builds = false"), "{out}");
+    run.assert_nothing_left();
+    // A policy file with a typo is a usage error before anything runs.
+    p.write("bad.json", r#"{"bulids": false}"#);
+    let bad = p.path().join("bad.json");
+    p.run_json(&["--scoped-policy", bad.to_str().unwrap()])
+        .assert_code(2);
+}

@@ -34,6 +34,7 @@ pub mod rules {
     pub const BUILD_HOST: &str = "build-host-access";
     pub const BUILD_CACHE: &str = "shared-build-cache";
     pub const BUILDKIT: &str = "buildkit";
+    pub const BUILDS: &str = "builds";
     pub const IMAGE_TAGS: &str = "shared-image-tags";
     pub const IMPORT: &str = "image-import";
     pub const ENDPOINT: &str = "unsupported-endpoint";
@@ -72,6 +73,11 @@ pub struct Policy {
     /// BuildKit runs build steps outside any container the job creates, so the memory, pids and
     /// CPU limits above do not apply to them; turn this off where they must.
     pub buildkit: bool,
+    /// Serve image builds at all. The daemon makes a build's downloads (`ADD <url>`, base images,
+    /// BuildKit's http and git sources) itself, from the host's network namespace, where the
+    /// proxy cannot see them; turn builds off where the host's loopback or link-local services
+    /// must stay out of jobs' reach (docs/scoped-socket.md, "What the daemon fetches itself").
+    pub builds: bool,
 }
 
 impl Default for Policy {
@@ -88,6 +94,7 @@ impl Default for Policy {
             max_body_bytes: 1 << 20,
             remap_published_ports: true,
             buildkit: true,
+            builds: true,
         }
     }
 }

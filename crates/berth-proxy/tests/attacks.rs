@@ -1916,3 +1916,58 @@ async fn other_jobs_images_are_invisible() {
     a.finish().await;
     b.finish().await;
 }
+
+/// With `"builds": false` a build that would make the daemon fetch from the host's loopback
+/// (`ADD http://127.0.0.1:PORT/…`) is refused, and the host-side listener sees no connection;
+/// with builds on, the same build does reach it (the residual the policy exists for).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_off_keep_the_daemon_from_fetching_host_loopback() {
+    if !docker_or_skip("builds_off").await {
+        return;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    let server = tokio::spawn(async move {
+        use tokio::io::AsyncWriteExt;
+        while let Ok((mut c, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = c
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nConnection: close\r\n\r\nhost-secret\n")
+                .await;
+        }
+    });
+    let tar = context_tar(&format!(
+        "FROM {BUSYBOX}\nADD http://127.0.0.1:{port}/s /s\nRUN cat /s\n"
+    ));
+    let policy = berth_proxy::Policy {
+        builds: false,
+        ..Default::default()
+    };
+    let off = start_with("bldoff", policy).await;
+    let r = off.send(&build_request("t=fetched&nocache=1", &tar)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.message().contains("builds"), "{}", r.body);
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(
+        daemon(&get(&format!(
+            "/images/{}/json",
+            off.daemon_name("fetched")
+        )))
+        .await
+        .status,
+        404
+    );
+    off.finish().await;
+    let on = start("bldon").await;
+    let r = on.send(&build_request("t=fetched&nocache=1", &tar)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        hits.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "the daemon did not fetch from the host's loopback: {}",
+        r.body
+    );
+    on.finish().await;
+    server.abort();
+}

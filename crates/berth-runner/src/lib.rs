@@ -14,6 +14,8 @@ mod options;
 mod secrets;
 mod source;
 
+/// The rules of `docker: scoped` jobs' endpoints (`--scoped-policy`).
+pub use berth_proxy::Policy as ScopedPolicy;
 pub use build::{BuildSummary, JobResult, JobSummary};
 pub use dispatch::run;
 pub use event::{JobEvent, RunEvent};

@@ -47,6 +47,8 @@ pub struct RunOptions {
     pub dind_image: String,
     /// How long services (and the dind daemon) get to become ready, unless a service sets its own.
     pub service_timeout: Duration,
+    /// The rules of `docker: scoped` jobs' endpoints (capabilities, limits, builds).
+    pub scoped_policy: berth_proxy::Policy,
 }
 
 /// The Docker mode a job gets from `screwdriver.cd/dockerEnabled: true`.
@@ -79,6 +81,7 @@ impl RunOptions {
             default_docker_mode: DefaultDockerMode::Scoped,
             dind_image: "docker:dind".to_string(),
             service_timeout: Duration::from_secs(30),
+            scoped_policy: berth_proxy::Policy::default(),
         }
     }
 }

@@ -171,6 +171,7 @@ async fn execute(
         .as_deref()
         .and_then(parse_docker_mode)
         .unwrap_or(state.config.default_docker_mode);
+    opts.scoped_policy = state.config.scoped_policy.clone();
     if let Some(n) = state.config.parallel {
         opts.parallel = n.max(1);
     }

@@ -60,6 +60,8 @@ pub struct Config {
     /// A connection whose client accepts no byte of the answer for this long is closed (an SSE
     /// or log watcher that stopped reading; it reconnects with `Last-Event-ID`).
     pub stall_timeout: Duration,
+    /// The rules of `docker: scoped` jobs' endpoints.
+    pub scoped_policy: berth_runner::ScopedPolicy,
 }
 
 impl Config {
@@ -75,6 +77,7 @@ impl Config {
             max_body: 512 * 1024 * 1024,
             body_timeout: Duration::from_secs(300),
             stall_timeout: Duration::from_secs(60),
+            scoped_policy: berth_runner::ScopedPolicy::default(),
         }
     }
 }

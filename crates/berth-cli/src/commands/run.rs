@@ -90,6 +90,10 @@ pub(crate) async fn run(docker_host: Option<&str>, args: RunArgs) -> Result<Exit
     opts.stop_grace = Duration::from_secs(args.stop_grace);
     opts.default_docker_mode = args.docker_mode.into();
     opts.dind_image = args.dind_image.clone();
+    if let Some(p) = &args.scoped_policy {
+        opts.scoped_policy =
+            berth_proxy::Policy::load(p).map_err(|e| Failure::usage(e.to_string()))?;
+    }
     opts.service_timeout = args.service_timeout;
 
     for w in &pipeline.warnings {

@@ -36,6 +36,9 @@ pub struct ServeArgs {
     /// What `screwdriver.cd/dockerEnabled: true` selects when a submission does not say.
     #[arg(long, value_enum, default_value_t = DockerModeArg::Scoped)]
     pub docker_mode: DockerModeArg,
+    /// JSON policy file for `docker: scoped` jobs' endpoints (as `berth proxy --policy`).
+    #[arg(long, value_name = "FILE")]
+    pub scoped_policy: Option<PathBuf>,
     /// Serve HTTPS with this PEM certificate chain (with --tls-key).
     #[arg(long, value_name = "FILE", requires = "tls_key")]
     pub tls_cert: Option<PathBuf>,
@@ -85,6 +88,10 @@ pub(crate) async fn serve(docker_host: Option<&str>, args: ServeArgs) -> Result<
     let scheme = if tls.is_some() { "https" } else { "http" };
     config.tls = tls;
     config.default_docker_mode = args.docker_mode.into();
+    if let Some(p) = &args.scoped_policy {
+        config.scoped_policy =
+            berth_proxy::Policy::load(p).map_err(|e| Failure::usage(e.to_string()))?;
+    }
     config.max_body = u64::from(args.max_body_mib) << 20;
     config.body_timeout = std::time::Duration::from_secs(args.body_timeout.into());
     config.stall_timeout = std::time::Duration::from_secs(args.stall_timeout.into());

@@ -47,6 +47,9 @@ impl Handler<'_> {
         headers: &HeaderMap,
         client: hyper::upgrade::OnUpgrade,
     ) -> Answer {
+        if !self.state.policy.builds {
+            return Err(builds_off());
+        }
         if !self.state.policy.buildkit {
             return Err(buildkit_off());
         }
@@ -141,6 +144,13 @@ fn valid_method(s: &str) -> bool {
 
 fn header_value(s: &str) -> Result<HeaderValue, Refusal> {
     HeaderValue::from_str(s).map_err(|_| Refusal::bad("invalid header value"))
+}
+
+pub(super) fn builds_off() -> Refusal {
+    Refusal::rule(
+        rules::BUILDS,
+        "image builds are turned off by this endpoint's policy (`builds = false`): the daemon makes a build's downloads from the host's network; build with `docker: dind`",
+    )
 }
 
 pub(super) fn buildkit_off() -> Refusal {

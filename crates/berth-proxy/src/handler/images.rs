@@ -238,11 +238,31 @@ impl Handler<'_> {
             .await
     }
 
+    /// A refused build's context is read (up to a bound) before the refusal is sent, so the
+    /// client, still writing it, reads the reason instead of a broken pipe.
     pub(super) async fn build(
         &self,
         body: Incoming,
         registry_config: Option<HeaderValue>,
     ) -> Answer {
+        let mut body = Some(body);
+        let answer = self.build_checked(&mut body, registry_config).await;
+        if answer.is_err()
+            && let Some(b) = body.take()
+        {
+            super::drain(b, 256 << 20, std::time::Duration::from_secs(60)).await;
+        }
+        answer
+    }
+
+    async fn build_checked(
+        &self,
+        body: &mut Option<Incoming>,
+        registry_config: Option<HeaderValue>,
+    ) -> Answer {
+        if !self.state.policy.builds {
+            return Err(super::buildkit::builds_off());
+        }
         let q = self.q;
         let buildkit = match q.single("version")?.unwrap_or_default() {
             "" | "1" => false,
@@ -379,6 +399,9 @@ impl Handler<'_> {
             .map(|a| ("x-registry-config", a))
             .collect();
         // With the context in the session, the daemon reads no body: none is forwarded.
+        let body = body
+            .take()
+            .ok_or_else(|| Refusal::bad("the request body was already read"))?;
         let body = if client_session {
             super::no_body(body).await?;
             forward::empty()

@@ -378,6 +378,20 @@ async fn no_body(body: Incoming) -> Result<(), Refusal> {
     }
 }
 
+/// Reads and discards a request body, up to `limit` bytes or `within`, whichever comes first.
+async fn drain(mut body: Incoming, limit: usize, within: std::time::Duration) {
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > limit {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(within, read).await;
+}
+
 async fn json_body(
     state: &State,
     body: Incoming,

@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 
 use berth_engine::Mount;
-use berth_proxy::{Policy, ProxyConfig, ScopedProxy, Workspace};
+use berth_proxy::{ProxyConfig, ScopedProxy, Workspace};
 
 use super::{JobDocker, socket};
 use crate::job::{Context, JobError};
@@ -95,7 +95,7 @@ pub(crate) async fn prepare(
         scope: scope_name(&ctx.owner_id, &ctx.build_id, job),
         owner_labels: ctx.owner_labels.clone(),
         workspace: Some(workspace),
-        policy: Policy::default(),
+        policy: ctx.opts.scoped_policy.clone(),
     })
     .await;
     let proxy = match started {
