@@ -19,11 +19,13 @@ IMAGE=berth-test/trixie-dind:latest
 NAME="berth-proxy-engine26-$$"
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 
-if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
+# The image has buildx (BuildKit through `/grpc`, the default builder of Docker CLI 23+) since
+# the BuildKit suites; an older cached image without it is rebuilt.
+if ! docker run --rm "$IMAGE" test -x /usr/libexec/docker/cli-plugins/docker-buildx >/dev/null 2>&1; then
   root="$(mktemp -d)"
   trap 'rm -rf "$root"' EXIT
   debootstrap --variant=minbase \
-    --include=bash,ca-certificates,docker.io,docker-cli,docker-compose,iptables,curl \
+    --include=bash,ca-certificates,docker.io,docker-cli,docker-compose,docker-buildx,iptables,curl \
     trixie "$root" "$MIRROR" >/dev/null
   tar -C "$root" -c . | docker import \
     -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' - "$IMAGE"
@@ -58,7 +60,7 @@ status=0
 for b in $bins; do
   echo "== $(basename "$b") on engine 26.1"
   docker exec -w /tmp -e BERTH_REQUIRE_DOCKER=1 -e BERTH_MODERN_DOCKER_CLI=/usr/bin/docker \
-    -e BERTH_DOCKER20_CLI=/opt/berth/docker20 "$NAME" "$b" --test-threads 2 "$@" || status=1
+    -e BERTH_DOCKER20_CLI=/opt/berth/docker20 -e BERTH_BUILDX=1 "$NAME" "$b" --test-threads 2 "$@" || status=1
 done
 # A `docker: scoped` job run by berth itself on the nested engine: its workspace is a volume, so
 # `-v "$PWD/sub:/src"` becomes a Subpath mount (API 1.45), and a symlink out of the workspace is

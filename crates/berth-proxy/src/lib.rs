@@ -20,6 +20,7 @@ mod handler;
 mod listen;
 mod parse;
 mod policy;
+mod proto;
 mod reap;
 mod refusal;
 mod rewrite;

@@ -1971,3 +1971,392 @@ async fn builds_off_keep_the_daemon_from_fetching_host_loopback() {
     on.finish().await;
     server.abort();
 }
+
+/// A protobuf encoder for the attack requests below (length-delimited fields only).
+fn pb(fields: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    fn varint(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    let mut out = Vec::new();
+    for (n, b) in fields {
+        varint(&mut out, (u64::from(*n) << 3) | 2);
+        varint(&mut out, b.len() as u64);
+        out.extend_from_slice(b);
+    }
+    out
+}
+
+/// A `map<string, string>` entry.
+fn pb_entry(k: &str, v: &str) -> Vec<u8> {
+    pb(&[(1, k.as_bytes().to_vec()), (2, v.as_bytes().to_vec())])
+}
+
+/// One gRPC message frame.
+fn grpc_frame(msg: &[u8], compressed: bool) -> Vec<u8> {
+    let mut out = vec![u8::from(compressed)];
+    out.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+    out.extend_from_slice(msg);
+    out
+}
+
+/// (what, method path, body, extra headers, expected gRPC status).
+type GrpcCase<'a> = (&'a str, &'a str, Vec<u8>, Vec<(&'a str, String)>, &'a str);
+
+type GrpcSender = hyper::client::conn::http2::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// BuildKit's API through a scoped endpoint, the way buildx reaches it: `POST /grpc` with
+/// `Upgrade: h2c`, then HTTP/2 on the upgraded connection.
+async fn grpc_connect(sock: &std::path::Path) -> GrpcSender {
+    use http_body_util::Empty;
+    let stream = tokio::net::UnixStream::connect(sock).await.unwrap();
+    let (mut h1, conn) = hyper::client::conn::http1::handshake::<_, Empty<bytes::Bytes>>(
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn.with_upgrades());
+    let req = http::Request::post("/v1.41/grpc")
+        .header("host", "docker")
+        .header("connection", "Upgrade")
+        .header("upgrade", "h2c")
+        .body(Empty::new())
+        .unwrap();
+    let resp = h1.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 101, "no upgrade to h2c");
+    let up = hyper::upgrade::on(resp).await.unwrap();
+    let (sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), up)
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+/// One unary call; the gRPC status (from the headers or the trailers) and message.
+async fn grpc_call(
+    sender: &mut GrpcSender,
+    path: &str,
+    body: Vec<u8>,
+    extra: &[(&str, &str)],
+) -> (String, String) {
+    use http_body_util::BodyExt;
+    sender.ready().await.unwrap();
+    let mut b = http::Request::post(path)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers");
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    let resp = sender
+        .send_request(b.body(http_body_util::Full::new(body.into())).unwrap())
+        .await
+        .unwrap();
+    let head = resp.headers().clone();
+    let collected = resp.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let get = |k: &str| {
+        head.get(k)
+            .or_else(|| trailers.get(k))
+            .map(|v| v.to_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    (get("grpc-status"), get("grpc-message"))
+}
+
+/// buildx's route (`/grpc`): every call that could reach the host, another job's builds or
+/// sessions, the shared cache or shared tags is refused, a harmless call works, and the daemon
+/// shows nothing happened: the shared image is unchanged, the build cache was not pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildkit_grpc_attacks_are_refused() {
+    if !docker_or_skip("buildkit_grpc").await {
+        return;
+    }
+    let a = start("grpca").await;
+    let b = start("grpcb").await;
+    let busybox_before = daemon(&get(&format!("/images/{BUSYBOX}/json")))
+        .await
+        .json()["Id"]
+        .clone();
+    let cache_before = daemon(&get("/system/df")).await.json()["BuildCache"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let mut g = grpc_connect(&a.sock).await;
+    let solve = "/moby.buildkit.v1.Control/Solve";
+    let s = |v: &str| v.as_bytes().to_vec();
+    let other = |id: &str| format!("{}.{id}", b.scope);
+    let exporter = |kind: &str, attrs: &[(&str, &str)]| {
+        let mut f = vec![(1, s(kind))];
+        f.extend(attrs.iter().map(|(k, v)| (2, pb_entry(k, v))));
+        pb(&f)
+    };
+    let dockerfile = |extra: Vec<(u32, Vec<u8>)>| {
+        let mut f = vec![(1, s("ref1")), (6, s("dockerfile.v0"))];
+        f.extend(extra);
+        grpc_frame(&pb(&f), false)
+    };
+    // The channel works: a harmless call answers OK.
+    let (code, msg) = grpc_call(
+        &mut g,
+        "/moby.buildkit.v1.Control/ListWorkers",
+        grpc_frame(&[], false),
+        &[],
+    )
+    .await;
+    assert_eq!(code, "0", "ListWorkers: {msg}");
+    let cases: Vec<GrpcCase> = vec![
+        (
+            "solve asking for security.insecure",
+            solve,
+            dockerfile(vec![(9, s("security.insecure"))]),
+            vec![],
+            "7",
+        ),
+        (
+            "solve asking for network.host",
+            solve,
+            dockerfile(vec![(9, s("network.host"))]),
+            vec![],
+            "7",
+        ),
+        (
+            "solve with a client-made LLB graph",
+            solve,
+            dockerfile(vec![(2, pb(&[(1, s("op"))]))]),
+            vec![],
+            "7",
+        ),
+        (
+            "solve with a custom frontend",
+            solve,
+            grpc_frame(
+                &pb(&[
+                    (1, s("r")),
+                    (6, s("gateway.v0")),
+                    (7, pb_entry("source", "evil/frontend")),
+                ]),
+                false,
+            ),
+            vec![],
+            "7",
+        ),
+        (
+            "solve exporting to the shared tag with push",
+            solve,
+            dockerfile(vec![(
+                13,
+                exporter("image", &[("name", BUSYBOX), ("push", "true")]),
+            )]),
+            vec![],
+            "7",
+        ),
+        (
+            "solve with a moby exporter option",
+            solve,
+            dockerfile(vec![
+                (3, s("moby")),
+                (4, pb_entry("dangling-name-prefix", "x")),
+            ]),
+            vec![],
+            "7",
+        ),
+        (
+            "solve with an unknown field",
+            solve,
+            grpc_frame(&pb(&[(1, s("r")), (99, s("x"))]), false),
+            vec![],
+            "7",
+        ),
+        (
+            "solve with host network mode",
+            solve,
+            dockerfile(vec![(7, pb_entry("force-network-mode", "host"))]),
+            vec![],
+            "7",
+        ),
+        (
+            "solve with a git context",
+            solve,
+            dockerfile(vec![(7, pb_entry("context", "https://127.0.0.1:1/x.git"))]),
+            vec![],
+            "7",
+        ),
+        (
+            "solve with --add-host",
+            solve,
+            dockerfile(vec![(7, pb_entry("add-hosts", "pypi.org=127.0.0.1"))]),
+            vec![],
+            "7",
+        ),
+        (
+            "solve with a proxy build arg",
+            solve,
+            dockerfile(vec![(
+                7,
+                pb_entry("build-arg:HTTP_PROXY", "http://127.0.0.1:3128"),
+            )]),
+            vec![],
+            "7",
+        ),
+        (
+            "solve in the other job's cache namespace",
+            solve,
+            dockerfile(vec![(
+                7,
+                pb_entry(
+                    "build-arg:BUILDKIT_CACHE_MOUNT_NS",
+                    &format!("berth-{}", b.scope),
+                ),
+            )]),
+            vec![],
+            "7",
+        ),
+        (
+            "solve labelling as the other job",
+            solve,
+            dockerfile(vec![(7, pb_entry("label:io.berth.scope", &b.scope))]),
+            vec![],
+            "7",
+        ),
+        (
+            "solve with the other job's ref",
+            solve,
+            grpc_frame(&pb(&[(1, s(&other("r")))]), false),
+            vec![],
+            "3",
+        ),
+        (
+            "solve with the other job's session",
+            solve,
+            dockerfile(vec![(5, s(&other("s")))]),
+            vec![],
+            "3",
+        ),
+        (
+            "status of the other job's build",
+            "/moby.buildkit.v1.Control/Status",
+            grpc_frame(&pb(&[(1, s(&other("r")))]), false),
+            vec![],
+            "3",
+        ),
+        (
+            "gateway call into the other job's build",
+            "/moby.buildkit.v1.frontend.LLBBridge/Ping",
+            grpc_frame(&[], false),
+            vec![("buildkit-controlapi-buildid", other("r"))],
+            "3",
+        ),
+        (
+            "gateway solve of an LLB graph",
+            "/moby.buildkit.v1.frontend.LLBBridge/Solve",
+            grpc_frame(
+                &pb(&[(1, pb(&[(1, s("op"))])), (2, s("dockerfile.v0"))]),
+                false,
+            ),
+            vec![("buildkit-controlapi-buildid", "r".to_string())],
+            "7",
+        ),
+        (
+            "gateway container",
+            "/moby.buildkit.v1.frontend.LLBBridge/NewContainer",
+            grpc_frame(&[], false),
+            vec![],
+            "7",
+        ),
+        (
+            "gateway exec",
+            "/moby.buildkit.v1.frontend.LLBBridge/ExecProcess",
+            grpc_frame(&[], false),
+            vec![],
+            "7",
+        ),
+        (
+            "disk usage of the shared cache",
+            "/moby.buildkit.v1.Control/DiskUsage",
+            grpc_frame(&[], false),
+            vec![],
+            "7",
+        ),
+        (
+            "prune of the shared cache",
+            "/moby.buildkit.v1.Control/Prune",
+            grpc_frame(&[], false),
+            vec![],
+            "7",
+        ),
+        (
+            "every job's build history",
+            "/moby.buildkit.v1.Control/ListenBuildHistory",
+            grpc_frame(&[], false),
+            vec![],
+            "7",
+        ),
+        (
+            "history update",
+            "/moby.buildkit.v1.Control/UpdateBuildHistory",
+            grpc_frame(&[], false),
+            vec![],
+            "7",
+        ),
+        (
+            "session over the control API",
+            "/moby.buildkit.v1.Control/Session",
+            grpc_frame(&[], false),
+            vec![],
+            "7",
+        ),
+        (
+            "content store",
+            "/containerd.services.content.v1.Content/Read",
+            grpc_frame(&[], false),
+            vec![],
+            "7",
+        ),
+        (
+            "compressed solve",
+            solve,
+            grpc_frame(&pb(&[(1, s("r"))]), true),
+            vec![],
+            "3",
+        ),
+        (
+            "gzip-encoded solve",
+            solve,
+            dockerfile(vec![]),
+            vec![("grpc-encoding", "gzip".to_string())],
+            "3",
+        ),
+        (
+            "two messages in a unary solve",
+            solve,
+            [dockerfile(vec![]), dockerfile(vec![(9, s("network.host"))])].concat(),
+            vec![],
+            "3",
+        ),
+    ];
+    for (what, path, body, headers, want) in &cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, msg) = grpc_call(&mut g, path, body.clone(), &h).await;
+        assert_eq!(&code, want, "`{what}`: {msg}");
+        if *want == "7" {
+            assert!(msg.contains("berth"), "`{what}`: {msg}");
+        }
+    }
+    assert_eq!(
+        daemon(&get(&format!("/images/{BUSYBOX}/json")))
+            .await
+            .json()["Id"],
+        busybox_before,
+        "the shared image changed"
+    );
+    let cache_after = daemon(&get("/system/df")).await.json()["BuildCache"]
+        .as_array()
+        .map_or(0, Vec::len);
+    assert!(cache_after >= cache_before, "the build cache was pruned");
+    eprintln!("{} gRPC attack cases refused", cases.len());
+    a.finish().await;
+    b.finish().await;
+}

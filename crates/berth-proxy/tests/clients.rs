@@ -663,7 +663,7 @@ async fn buildkit_builds_with_per_job_cache_mounts() {
         dir.path().join("Dockerfile"),
         format!(
             "FROM {BUSYBOX}\nARG N\nCOPY hello.txt /hello.txt\n\
-             RUN --mount=type=cache,id=shared,target=/c sh -c 'echo \"seen:$(cat /c/mark 2>/dev/null || echo none) n:$N\"; echo $N > /c/mark'\n"
+             RUN --mount=type=cache,target=/c sh -c 'echo \"seen:$(cat /c/mark 2>/dev/null || echo none) n:$N\"; echo $N > /c/mark'\n"
         ),
     )
     .unwrap();
@@ -705,4 +705,176 @@ async fn bk_build(bin: &str, s: &Scoped, dir: &std::path::Path, n: &str) -> Stri
     let out = String::from_utf8_lossy(&o.stderr).to_string();
     assert!(out.contains("naming to"), "not a BuildKit build: {out}");
     out
+}
+
+/// buildx (Docker CLI 26's default builder, through `/grpc`) and Compose v2 builds: the same
+/// rules as the daemon's own BuildKit route — per-job cache mounts, job-local tags carrying the
+/// scope's labels, host network / `--add-host` / proxy arguments / cache disk usage and prune
+/// refused with the rule's reason. Needs buildx: runs on the nested engine (test-engine26.sh).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildx_and_compose_v2_build_through_the_scoped_socket() {
+    if !docker_or_skip("buildx").await {
+        return;
+    }
+    if std::env::var("BERTH_BUILDX").as_deref() != Ok("1") {
+        eprintln!(
+            "\nNOTE buildx: no buildx on this machine's CLI; this test runs on the nested engine (crates/berth-proxy/scripts/test-engine26.sh)\n"
+        );
+        return;
+    }
+    let bin = "/usr/bin/docker";
+    let bk = [("DOCKER_BUILDKIT", "1"), ("COMPOSE_DOCKER_CLI_BUILD", "1")];
+    let a = start("bx-a").await;
+    let b = start("bx-b").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "from-the-context\n").unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX}\nARG N\nCOPY hello.txt /hello.txt\n\
+             RUN --mount=type=cache,target=/c sh -c 'echo \"buildx seen:$(cat /c/mark 2>/dev/null || echo none) n:$N\"; echo $N > /c/mark'\n"
+        ),
+    )
+    .unwrap();
+    let build = |s: &Scoped, extra: Vec<String>| {
+        let sock = s.sock.clone();
+        let dir = dir.path().to_path_buf();
+        async move {
+            let mut args = vec!["build".to_string(), "--progress=plain".to_string()];
+            args.extend(extra);
+            args.push(".".to_string());
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            docker_cli_env(bin, &sock, &args, Some(&dir), &bk).await
+        }
+    };
+    let arg = |n: &str| {
+        vec![
+            "--build-arg".to_string(),
+            format!("N={n}"),
+            "-t".into(),
+            "app:1".into(),
+        ]
+    };
+    for (s, n, want) in [
+        (&a, "a1", "seen:none n:a1"),
+        (&a, "a2", "seen:a1 n:a2"),
+        (&b, "b1", "seen:none n:b1"),
+    ] {
+        let o = build(s, arg(n)).await;
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "buildx build failed: {}", text(&o));
+        assert!(err.contains(want), "{want}: {err}");
+    }
+    assert_eq!(
+        ok(&a, &["run", "--rm", "app:1", "cat", "/hello.txt"])
+            .await
+            .trim(),
+        "from-the-context"
+    );
+    let img = daemon(&get(&format!("/images/{}/json", a.daemon_name("app:1"))))
+        .await
+        .json();
+    assert_eq!(
+        img["Config"]["Labels"]["io.berth.scope"],
+        a.scope.as_str(),
+        "{img}"
+    );
+    assert_eq!(daemon(&get("/images/app:1/json")).await.status, 404);
+    // Refusals, each with the rule's reason, and no image.
+    for (extra, rule) in [
+        (vec!["--network", "host"], "build-host-access"),
+        (
+            vec!["--add-host", "pypi.org:127.0.0.1"],
+            "shared-build-cache",
+        ),
+        (
+            vec!["--build-arg", "HTTP_PROXY=http://127.0.0.1:3128"],
+            "shared-build-cache",
+        ),
+    ] {
+        let mut e: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        e.extend(["-t".to_string(), "refused:1".to_string()]);
+        let o = build(&a, e).await;
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(
+            !o.status.success() && err.contains(rule),
+            "{extra:?}: {err}"
+        );
+    }
+    assert_eq!(
+        daemon(&get(&format!(
+            "/images/{}/json",
+            a.daemon_name("refused:1")
+        )))
+        .await
+        .status,
+        404
+    );
+    for cmd in [&["buildx", "du"][..], &["buildx", "prune", "-f"][..]] {
+        let o = docker_cli_env(bin, &a.sock, cmd, None, &bk).await;
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(
+            !o.status.success() && err.contains("PermissionDenied"),
+            "{cmd:?}: {err}"
+        );
+    }
+    // Compose v2 builds with BuildKit and runs what it built.
+    let cdir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(cdir.path().join("web")).unwrap();
+    std::fs::write(
+        cdir.path().join("web/Dockerfile"),
+        format!("FROM {BUSYBOX}\nRUN echo built-by-compose > /index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/\"]\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        cdir.path().join("compose.yml"),
+        "services:\n  web:\n    build: ./web\n    image: cweb:1\n",
+    )
+    .unwrap();
+    for args in [&["compose", "build"][..], &["compose", "up", "-d"][..]] {
+        let o = docker_cli_env(bin, &a.sock, args, Some(cdir.path()), &bk).await;
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+    let mut served = String::new();
+    for _ in 0..20 {
+        let o = docker_cli_env(
+            bin,
+            &a.sock,
+            &[
+                "compose",
+                "exec",
+                "-T",
+                "web",
+                "wget",
+                "-qO-",
+                "http://localhost/",
+            ],
+            Some(cdir.path()),
+            &bk,
+        )
+        .await;
+        served = String::from_utf8_lossy(&o.stdout).to_string();
+        if served.contains("built-by-compose") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    assert!(served.contains("built-by-compose"), "{served}");
+    let o = docker_cli_env(
+        bin,
+        &a.sock,
+        &["compose", "down", "-v"],
+        Some(cdir.path()),
+        &bk,
+    )
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    let local = format!("/images/{}/json", a.daemon_name("app:1"));
+    a.finish().await;
+    b.finish().await;
+    assert_eq!(
+        daemon(&get(&local)).await.status,
+        404,
+        "job-local tag reaped"
+    );
 }

@@ -449,7 +449,10 @@ impl Handler<'_> {
 /// and have other jobs reuse the layers. For BuildKit builds, `BUILDKIT_CACHE_MOUNT_NS` is set to
 /// the scope: `RUN --mount=type=cache` directories are then the job's own, not shared with every
 /// build on the daemon.
-fn build_args(raw: Option<&str>, cache_ns: Option<&str>) -> Result<Map<String, Value>, Refusal> {
+pub(super) fn build_args(
+    raw: Option<&str>,
+    cache_ns: Option<&str>,
+) -> Result<Map<String, Value>, Refusal> {
     let mut args = match raw {
         None => Map::new(),
         Some(v) if v.trim().is_empty() => Map::new(),

@@ -27,6 +27,7 @@ use crate::state::State;
 mod buildkit;
 mod containers;
 mod exec;
+mod grpc;
 mod images;
 mod networks;
 mod system;
@@ -308,10 +309,10 @@ async fn route(state: &Arc<State>, mut req: Request<Incoming>) -> Answer {
             no_body(body).await?;
             h.session(&parts.headers, client_upgrade).await
         }
-        ("POST", ["grpc"]) => Err(Refusal::rule(
-            rules::BUILDKIT,
-            "BuildKit through buildx (/grpc) is not served: its solve requests can ask for the host's network; set DOCKER_BUILDKIT=0 for the classic builder, use a Docker CLI 20.10 with DOCKER_BUILDKIT=1, or `docker: dind`",
-        )),
+        ("POST", ["grpc"]) => {
+            no_body(body).await?;
+            h.grpc(&parts.headers, client_upgrade).await
+        }
         ("POST", ["build", "cancel"]) => {
             no_body(body).await?;
             h.build_cancel().await

@@ -17,12 +17,8 @@ use crate::source::{self, Layout};
 /// PID 1 of a job container: idles until told to stop, and stops at once on SIGTERM.
 const KEEPALIVE: &str = "trap 'exit 0' TERM INT; while :; do sleep 3600 & wait $!; done";
 
-/// Docker-mode variables that only choose a builder: a job's `environment` overrides them
-/// (e.g. `DOCKER_BUILDKIT: "1"` with a Docker CLI 20.10 in a scoped job).
-const BUILDER_DEFAULTS: &[&str] = &["DOCKER_BUILDKIT", "COMPOSE_DOCKER_CLI_BUILD"];
-
 /// The job's environment, lowest precedence first: parameters, the job's `environment`, the
-/// Docker mode's variables (but see [`BUILDER_DEFAULTS`]), then Screwdriver's variables (which a pipeline cannot override).
+/// Docker mode's variables, then Screwdriver's variables (which a pipeline cannot override).
 pub(crate) fn environment(
     ctx: &Context,
     job: &Job,
@@ -41,10 +37,6 @@ pub(crate) fn environment(
     }
     for kv in docker_env {
         if let Some((k, v)) = kv.split_once('=') {
-            // The builder choice is a default the job's own `environment` may change.
-            if BUILDER_DEFAULTS.contains(&k) && job.environment.contains_key(k) {
-                continue;
-            }
             env.insert(k.to_string(), v.to_string());
         }
     }

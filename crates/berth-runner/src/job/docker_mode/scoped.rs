@@ -123,13 +123,9 @@ pub(crate) async fn prepare(
     let mut docker = socket::socket_at_workspace(
         &listen,
         &dir,
-        vec![
-            // The classic builder by default: Docker CLI 23+ sends BuildKit builds to buildx's
-            // `/grpc`, which the endpoint refuses; a job with a CLI 20.10 may set
-            // DOCKER_BUILDKIT=1 in its `environment` (docs/scoped-socket.md).
-            "DOCKER_BUILDKIT=0".to_string(),
-            "COMPOSE_DOCKER_CLI_BUILD=0".to_string(),
-        ],
+        // No builder choice: the endpoint serves the classic builder and BuildKit (the daemon's
+        // route and buildx's `/grpc`), so each CLI builds with its own default.
+        Vec::new(),
     );
     if let Some(volume) = &session.volume {
         for m in &mut docker.mounts {
