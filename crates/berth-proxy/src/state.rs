@@ -31,7 +31,14 @@ pub struct State {
     pub tracker: TaskTracker,
     scope_net: tokio::sync::Mutex<bool>,
     tag_marker: tokio::sync::Mutex<bool>,
+    /// Image references recently found readable (shared, not another scope's), and when.
+    readable: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
+
+/// How long a readable-image verdict is reused. A shared name cannot become another scope's
+/// image meanwhile: jobs create only job-local tags, and registry-qualified ones only when the
+/// name does not exist; the bound covers an operator removing and re-creating a name.
+const READABLE_FOR: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl State {
     pub fn new(
@@ -51,7 +58,22 @@ impl State {
             tracker: TaskTracker::new(),
             scope_net: tokio::sync::Mutex::new(false),
             tag_marker: tokio::sync::Mutex::new(false),
+            readable: Default::default(),
         }
+    }
+
+    /// Whether `image` was found readable within [`READABLE_FOR`].
+    pub fn readable_recently(&self, image: &str) -> bool {
+        let m = self.readable.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(image).is_some_and(|t| t.elapsed() < READABLE_FOR)
+    }
+
+    pub fn remember_readable(&self, image: &str) {
+        let mut m = self.readable.lock().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= 1024 {
+            m.retain(|_, t| t.elapsed() < READABLE_FOR);
+        }
+        m.insert(image.to_string(), std::time::Instant::now());
     }
 
     /// Whether binds inside the workspace become volume `Subpath` mounts: the workspace is a

@@ -91,7 +91,7 @@ impl Handler<'_> {
     /// reference.
     pub(super) async fn readable_image(&self, r: &str) -> Result<String, Refusal> {
         let d = self.scope().image_ref(r);
-        if self.scope().owns_tag(&d) {
+        if self.scope().owns_tag(&d) || self.state.readable_recently(&d) {
             return Ok(d);
         }
         // Scope names have no `_`, so only the part before the first `_` can name another
@@ -117,6 +117,9 @@ impl Handler<'_> {
             .is_some_and(|s| s != own);
         if status.is_success() && built_by_other {
             return Err(Refusal::no_such_image(r));
+        }
+        if status.is_success() {
+            self.state.remember_readable(&d);
         }
         Ok(d)
     }
