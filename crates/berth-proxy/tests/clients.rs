@@ -878,3 +878,84 @@ async fn buildx_and_compose_v2_build_through_the_scoped_socket() {
         "job-local tag reaped"
     );
 }
+
+/// Processes whose command line is exactly `sleep <secs>` (BuildKit's build steps run as
+/// processes this test can see: on the host, or inside the nested engine's container).
+fn sleeping(secs: &str) -> usize {
+    let want = format!("sleep\0{secs}\0");
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == want.as_bytes())
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A BuildKit build still running when the job ends does not outlive it: closing the endpoint
+/// ends the build's streams and the daemon stops the build step — through the daemon's route
+/// (CLI 20.10) and, where buildx is there, through `/grpc`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildkit_builds_end_with_the_endpoint() {
+    if !docker_or_skip("buildkit_end").await {
+        return;
+    }
+    let mut routes: Vec<(&str, String, &str)> = Vec::new();
+    if let Some(bin) = docker20_cli("buildkit_end").await {
+        routes.push(("daemon route", bin.to_string(), "371"));
+    }
+    if std::env::var("BERTH_BUILDX").as_deref() == Ok("1") {
+        routes.push(("buildx", "/usr/bin/docker".to_string(), "372"));
+    }
+    for (route, bin, secs) in routes {
+        let mut s = start("bkend").await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Dockerfile"),
+            format!("FROM {BUSYBOX}\nRUN sleep {secs}\n"),
+        )
+        .unwrap();
+        let mut cli = tokio::process::Command::new(&bin)
+            .args(["build", "--progress=plain", "-t", "never:1", "."])
+            .current_dir(dir.path())
+            .env("DOCKER_HOST", format!("unix://{}", s.sock.display()))
+            .env("DOCKER_BUILDKIT", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut running = false;
+        for _ in 0..240 {
+            if sleeping(secs) > 0 {
+                running = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        assert!(running, "{route}: the build step never started");
+        let proxy = s.proxy.take().unwrap();
+        let report = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            proxy.shutdown_and_reap(),
+        )
+        .await
+        .expect("shutdown finishes while a build runs");
+        assert!(report.is_clean(), "{route}: {:?}", report.failed);
+        let mut gone = false;
+        for _ in 0..80 {
+            if sleeping(secs) == 0 {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+        assert!(gone, "{route}: the build step outlived the endpoint");
+        let exited = tokio::time::timeout(std::time::Duration::from_secs(10), cli.wait()).await;
+        assert!(exited.is_ok(), "{route}: the client's build stayed open");
+        assert_scope_empty(&s.scope).await;
+        eprintln!("{route}: the build ended with the endpoint");
+    }
+}
