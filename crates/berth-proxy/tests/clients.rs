@@ -657,16 +657,7 @@ async fn buildkit_builds_with_per_job_cache_mounts() {
     };
     let a = start("bk-a").await;
     let b = start("bk-b").await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hello.txt"), "from-the-context\n").unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        format!(
-            "FROM {BUSYBOX}\nARG N\nCOPY hello.txt /hello.txt\n\
-             RUN --mount=type=cache,target=/c sh -c 'echo \"seen:$(cat /c/mark 2>/dev/null || echo none) n:$N\"; echo $N > /c/mark'\n"
-        ),
-    )
-    .unwrap();
+    let dir = cache_mount_context("");
     let out = bk_build(bin, &a, dir.path(), "a1").await;
     assert!(out.contains("seen:none n:a1"), "{out}");
     assert_eq!(
@@ -726,16 +717,7 @@ async fn buildx_and_compose_v2_build_through_the_scoped_socket() {
     let bk = [("DOCKER_BUILDKIT", "1"), ("COMPOSE_DOCKER_CLI_BUILD", "1")];
     let a = start("bx-a").await;
     let b = start("bx-b").await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("hello.txt"), "from-the-context\n").unwrap();
-    std::fs::write(
-        dir.path().join("Dockerfile"),
-        format!(
-            "FROM {BUSYBOX}\nARG N\nCOPY hello.txt /hello.txt\n\
-             RUN --mount=type=cache,target=/c sh -c 'echo \"buildx seen:$(cat /c/mark 2>/dev/null || echo none) n:$N\"; echo $N > /c/mark'\n"
-        ),
-    )
-    .unwrap();
+    let dir = cache_mount_context("buildx ");
     let build = |s: &Scoped, extra: Vec<String>| {
         let sock = s.sock.clone();
         let dir = dir.path().to_path_buf();
@@ -958,4 +940,20 @@ async fn buildkit_builds_end_with_the_endpoint() {
         assert_scope_empty(&s.scope).await;
         eprintln!("{route}: the build ended with the endpoint");
     }
+}
+
+/// A build context whose Dockerfile copies a file from it and prints what the previous build left
+/// in its cache mount (`<label>seen:<mark> n:<N>`), then leaves `N` there.
+fn cache_mount_context(label: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hello.txt"), "from-the-context\n").unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX}\nARG N\nCOPY hello.txt /hello.txt\n\
+             RUN --mount=type=cache,target=/c sh -c 'echo \"{label}seen:$(cat /c/mark 2>/dev/null || echo none) n:$N\"; echo $N > /c/mark'\n"
+        ),
+    )
+    .unwrap();
+    dir
 }
