@@ -9,6 +9,9 @@ use serde_json::{Map, Value};
 
 use super::*;
 
+/// A daemon answer already read: status, headers, JSON.
+type Inspected = (StatusCode, http::HeaderMap, Value);
+
 /// Other scopes' images: their job-local tags (`<scope>_…`, for every scope that has a tag
 /// marker on the daemon) and the images they built (labelled with their `io.berth.scope`).
 pub(super) struct Foreign {
@@ -90,9 +93,17 @@ impl Handler<'_> {
     /// another scope's tag or build, which answer as if they did not exist. Returns the daemon's
     /// reference.
     pub(super) async fn readable_image(&self, r: &str) -> Result<String, Refusal> {
+        Ok(self.readable_image_inspected(r).await?.0)
+    }
+
+    /// [`Self::readable_image`], with the daemon's inspect answer when it had to ask for it.
+    async fn readable_image_inspected(
+        &self,
+        r: &str,
+    ) -> Result<(String, Option<Inspected>), Refusal> {
         let d = self.scope().image_ref(r);
         if self.scope().owns_tag(&d) || self.state.readable_recently(&d) {
-            return Ok(d);
+            return Ok((d, None));
         }
         // Scope names have no `_`, so only the part before the first `_` can name another
         // scope; it does when that scope's tag marker exists.
@@ -108,7 +119,7 @@ impl Handler<'_> {
                 return Err(Refusal::no_such_image(r));
             }
         }
-        let (status, _, v) = self
+        let (status, headers, v) = self
             .call(Method::GET, &self.path(&["images", &d, "json"]), None)
             .await?;
         let own = self.scope().name();
@@ -121,7 +132,7 @@ impl Handler<'_> {
         if status.is_success() {
             self.state.remember_readable(&d);
         }
-        Ok(d)
+        Ok((d, Some((status, headers, v))))
     }
 
     pub(super) async fn image_list(&self) -> Answer {
@@ -145,17 +156,19 @@ impl Handler<'_> {
     }
 
     pub(super) async fn image_read(&self, name: &str, action: &str) -> Answer {
-        let d = self.readable_image(name).await?;
+        let (d, inspected) = self.readable_image_inspected(name).await?;
         let path = self.path(&["images", &d, action]);
-        if action == "json" {
-            let foreign = self.foreign().await?;
-            return self
-                .rewritten(Method::GET, &path, None, move |_, v| {
-                    foreign.rewrite(v);
-                })
-                .await;
+        if action != "json" {
+            return self.pass(Method::GET, &path, forward::empty(), None).await;
         }
-        self.pass(Method::GET, &path, forward::empty(), None).await
+        let (status, headers, v) = match inspected {
+            Some(i) => i,
+            None => self.call(Method::GET, &path, None).await?,
+        };
+        let foreign = self.foreign().await?;
+        Ok(self.json_answer(status, &headers, v, move |_, v| {
+            foreign.rewrite(v);
+        }))
     }
 
     pub(super) async fn image_pull(&self, auth: Option<HeaderValue>) -> Answer {

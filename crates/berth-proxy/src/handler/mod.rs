@@ -578,6 +578,17 @@ impl Handler<'_> {
         edit: impl FnOnce(&Scope, &mut Value),
     ) -> Answer {
         let (status, headers, v) = self.call(method, path, body).await?;
+        Ok(self.json_answer(status, &headers, v, edit))
+    }
+
+    /// A JSON answer the proxy already has: `edit` on success, then scoped names stripped.
+    pub(super) fn json_answer(
+        &self,
+        status: StatusCode,
+        headers: &http::HeaderMap,
+        v: Value,
+        edit: impl FnOnce(&Scope, &mut Value),
+    ) -> Response<BoxBody> {
         let mut v = v;
         if status.is_success() {
             edit(self.scope(), &mut v);
@@ -595,8 +606,8 @@ impl Handler<'_> {
             v.to_string()
         }));
         *out.status_mut() = status;
-        copy_headers(&headers, out.headers_mut(), false);
-        Ok(out)
+        copy_headers(headers, out.headers_mut(), false);
+        out
     }
 
     pub(super) async fn call(
