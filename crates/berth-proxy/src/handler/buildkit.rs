@@ -32,6 +32,31 @@ pub(super) fn valid_id(id: &str) -> bool {
 }
 
 impl Handler<'_> {
+    /// The checks both BuildKit streams (`/session`, `/grpc`) share: the policy serves BuildKit
+    /// builds, and the request asks for the h2c upgrade they are.
+    pub(super) fn buildkit_stream_allowed(
+        &self,
+        headers: &HeaderMap,
+        what: &str,
+    ) -> Result<(), Refusal> {
+        if !self.state.policy.builds {
+            return Err(builds_off());
+        }
+        if !self.state.policy.buildkit {
+            return Err(buildkit_off());
+        }
+        let upgrade = headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if !upgrade.eq_ignore_ascii_case("h2c") {
+            return Err(Refusal::bad(format!(
+                "{what} needs `Upgrade: h2c` (it is a hijacked stream)"
+            )));
+        }
+        Ok(())
+    }
+
     /// The daemon's name for a session or build id the job chose.
     pub(super) fn scoped_id(&self, what: &str, id: &str) -> Result<String, Refusal> {
         if !valid_id(id) {
@@ -47,21 +72,7 @@ impl Handler<'_> {
         headers: &HeaderMap,
         client: hyper::upgrade::OnUpgrade,
     ) -> Answer {
-        if !self.state.policy.builds {
-            return Err(builds_off());
-        }
-        if !self.state.policy.buildkit {
-            return Err(buildkit_off());
-        }
-        let upgrade = headers
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if !upgrade.eq_ignore_ascii_case("h2c") {
-            return Err(Refusal::bad(
-                "a BuildKit session needs `Upgrade: h2c` (it is a hijacked stream)",
-            ));
-        }
+        self.buildkit_stream_allowed(headers, "a BuildKit session")?;
         let one = |name: &str| -> Result<String, Refusal> {
             let mut all = headers.get_all(name).iter();
             let v = all

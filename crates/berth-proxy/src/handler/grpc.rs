@@ -71,21 +71,7 @@ impl Handler<'_> {
         headers: &HeaderMap,
         client: hyper::upgrade::OnUpgrade,
     ) -> Answer {
-        if !self.state.policy.builds {
-            return Err(super::buildkit::builds_off());
-        }
-        if !self.state.policy.buildkit {
-            return Err(super::buildkit::buildkit_off());
-        }
-        let upgrade = headers
-            .get(header::UPGRADE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if !upgrade.eq_ignore_ascii_case("h2c") {
-            return Err(Refusal::bad(
-                "BuildKit's API needs `Upgrade: h2c` (it is a hijacked stream)",
-            ));
-        }
+        self.buildkit_stream_allowed(headers, "BuildKit's API")?;
         let mut resp = self
             .send(
                 Method::POST,
