@@ -32,6 +32,16 @@ const BUILD_ID: &str = "buildkit-controlapi-buildid";
 /// Largest solve request read (they are small: options and names).
 const MAX_SOLVE: usize = 4 << 20;
 
+/// Where a solve request keeps what [`Handler::dockerfile_build`] checks (field numbers).
+struct SolveFields {
+    definition: u32,
+    frontend: u32,
+    attrs: u32,
+    inputs: u32,
+    /// The frontend may be empty (the control API's solve, when the gateway runs the frontend).
+    no_frontend_ok: bool,
+}
+
 /// What the proxy does with one gRPC method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Call {
@@ -328,29 +338,17 @@ impl Handler<'_> {
                 ),
             ));
         }
-        if m.bytes(2).map_err(proto_err)?.iter().any(|d| !d.is_empty()) {
-            return Err(Refusal::rule(
-                rules::BUILDKIT,
-                "builds from a client-made build graph (LLB) are not allowed; use a Dockerfile",
-            ));
-        }
-        if m.has(10) {
-            return Err(Refusal::rule(
-                rules::BUILDKIT,
-                "frontend inputs (named build contexts from LLB) are not allowed",
-            ));
-        }
-        let frontend = m.string(6).map_err(proto_err)?;
-        if !matches!(frontend.as_str(), "" | "dockerfile.v0") {
-            return Err(Refusal::rule(
-                rules::BUILDKIT,
-                format!(
-                    "frontend `{frontend}` is not allowed; the built-in Dockerfile frontend is"
-                ),
-            ));
-        }
-        let attrs = m.string_map(7).map_err(proto_err)?;
-        m.set_string_map(7, &frontend_attrs(attrs, self.scope())?);
+        // The control solve names no frontend when buildx runs it through the gateway.
+        self.dockerfile_build(
+            &mut m,
+            SolveFields {
+                definition: 2,
+                frontend: 6,
+                attrs: 7,
+                inputs: 10,
+                no_frontend_ok: true,
+            },
+        )?;
         let r = m.string(1).map_err(proto_err)?;
         if !r.is_empty() {
             m.set_string(1, &self.scoped_id("build", &r)?);
@@ -435,20 +433,41 @@ impl Handler<'_> {
             &[1, 2, 3, 5, 6, 10, 11, 12, 13, 14, 15],
             "gateway solve",
         )?;
-        if m.bytes(1).map_err(proto_err)?.iter().any(|d| !d.is_empty()) {
+        self.dockerfile_build(
+            &mut m,
+            SolveFields {
+                definition: 1,
+                frontend: 2,
+                attrs: 3,
+                inputs: 13,
+                no_frontend_ok: false,
+            },
+        )?;
+        Ok(m)
+    }
+
+    /// What both solve requests must be — a build of the built-in Dockerfile frontend, from no
+    /// client-made graph (LLB) and no frontend inputs — with the frontend's options checked and
+    /// rewritten (`frontend_attrs`).
+    fn dockerfile_build(&self, m: &mut Message, f: SolveFields) -> Result<(), Refusal> {
+        if m.bytes(f.definition)
+            .map_err(proto_err)?
+            .iter()
+            .any(|d| !d.is_empty())
+        {
             return Err(Refusal::rule(
                 rules::BUILDKIT,
                 "builds from a client-made build graph (LLB) are not allowed; use a Dockerfile",
             ));
         }
-        if m.has(13) {
+        if m.has(f.inputs) {
             return Err(Refusal::rule(
                 rules::BUILDKIT,
                 "frontend inputs (named build contexts from LLB) are not allowed",
             ));
         }
-        let frontend = m.string(2).map_err(proto_err)?;
-        if frontend != "dockerfile.v0" {
+        let frontend = m.string(f.frontend).map_err(proto_err)?;
+        if !(frontend == "dockerfile.v0" || (f.no_frontend_ok && frontend.is_empty())) {
             return Err(Refusal::rule(
                 rules::BUILDKIT,
                 format!(
@@ -456,9 +475,9 @@ impl Handler<'_> {
                 ),
             ));
         }
-        let opts = m.string_map(3).map_err(proto_err)?;
-        m.set_string_map(3, &frontend_attrs(opts, self.scope())?);
-        Ok(m)
+        let attrs = m.string_map(f.attrs).map_err(proto_err)?;
+        m.set_string_map(f.attrs, &frontend_attrs(attrs, self.scope())?);
+        Ok(())
     }
 
     /// `Control.Status` (StatusRequest: Ref 1): only the job's own builds.
@@ -523,10 +542,10 @@ fn frontend_attrs(
         }
         out.insert(k, v);
     }
-    let raw = serde_json::Value::Object(args).to_string();
     for (k, v) in scope.labels() {
         out.insert(format!("label:{k}"), v.clone());
     }
+    let raw = serde_json::Value::Object(args).to_string();
     for (k, v) in super::images::build_args(Some(&raw), Some(scope.name()))? {
         if let serde_json::Value::String(v) = v {
             out.insert(format!("build-arg:{k}"), v);
