@@ -545,8 +545,7 @@ fn frontend_attrs(
     for (k, v) in scope.labels() {
         out.insert(format!("label:{k}"), v.clone());
     }
-    let raw = serde_json::Value::Object(args).to_string();
-    for (k, v) in super::images::build_args(Some(&raw), Some(scope.name()))? {
+    for (k, v) in super::images::check_build_args(args, Some(scope.name()))? {
         if let serde_json::Value::String(v) = v {
             out.insert(format!("build-arg:{k}"), v);
         }

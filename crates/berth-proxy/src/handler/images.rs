@@ -469,7 +469,7 @@ pub(super) fn build_args(
     raw: Option<&str>,
     cache_ns: Option<&str>,
 ) -> Result<Map<String, Value>, Refusal> {
-    let mut args = match raw {
+    let args = match raw {
         None => Map::new(),
         Some(v) if v.trim().is_empty() => Map::new(),
         Some(v) => match body::parse_strict(v.as_bytes())
@@ -479,6 +479,15 @@ pub(super) fn build_args(
             _ => return Err(Refusal::bad("buildargs must be a JSON object")),
         },
     };
+    check_build_args(args, cache_ns)
+}
+
+/// [`build_args`] on arguments already parsed (BuildKit's frontend options carry them as
+/// `build-arg:NAME` entries).
+pub(super) fn check_build_args(
+    mut args: Map<String, Value>,
+    cache_ns: Option<&str>,
+) -> Result<Map<String, Value>, Refusal> {
     for (k, v) in &args {
         if !(v.is_string() || v.is_null()) {
             return Err(Refusal::bad(format!(
