@@ -542,15 +542,8 @@ async fn shutdown_ends_open_streams_and_reaps() {
         streams.push(cmd.spawn().unwrap());
     }
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-    let proxy = s.proxy.take().unwrap();
     let started = std::time::Instant::now();
-    let report = tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        proxy.shutdown_and_reap(),
-    )
-    .await
-    .expect("shutdown finishes while streams are open");
-    assert!(report.is_clean(), "{:?}", report.failed);
+    shut_down(&mut s, "streams are open").await;
     assert!(
         started.elapsed() < std::time::Duration::from_secs(15),
         "took {:?}",
@@ -909,31 +902,10 @@ async fn buildkit_builds_end_with_the_endpoint() {
             .kill_on_drop(true)
             .spawn()
             .unwrap();
-        let mut running = false;
-        for _ in 0..240 {
-            if sleeping(secs) > 0 {
-                running = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        }
+        let running = eventually(240, || sleeping(secs) > 0).await;
         assert!(running, "{route}: the build step never started");
-        let proxy = s.proxy.take().unwrap();
-        let report = tokio::time::timeout(
-            std::time::Duration::from_secs(30),
-            proxy.shutdown_and_reap(),
-        )
-        .await
-        .expect("shutdown finishes while a build runs");
-        assert!(report.is_clean(), "{route}: {:?}", report.failed);
-        let mut gone = false;
-        for _ in 0..80 {
-            if sleeping(secs) == 0 {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        }
+        shut_down(&mut s, "a build runs").await;
+        let gone = eventually(80, || sleeping(secs) == 0).await;
         assert!(gone, "{route}: the build step outlived the endpoint");
         let exited = tokio::time::timeout(std::time::Duration::from_secs(10), cli.wait()).await;
         assert!(exited.is_ok(), "{route}: the client's build stayed open");
@@ -956,4 +928,27 @@ fn cache_mount_context(label: &str) -> tempfile::TempDir {
     )
     .unwrap();
     dir
+}
+
+/// Closes the endpoint and reaps, within 30 s, with nothing left that failed to go.
+async fn shut_down(s: &mut Scoped, during: &str) {
+    let proxy = s.proxy.take().expect("the endpoint is running");
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        proxy.shutdown_and_reap(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("shutdown finishes while {during}"));
+    assert!(report.is_clean(), "{during}: {:?}", report.failed);
+}
+
+/// Whether `cond` holds within `tries` checks 250 ms apart.
+async fn eventually(tries: usize, mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..tries {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    cond()
 }
