@@ -2348,3 +2348,64 @@ async fn buildkit_grpc_attacks_are_refused() {
     a.finish().await;
     b.finish().await;
 }
+
+/// Why the `shared-build-cache` rule exists, shown on the daemon itself (not through the
+/// proxy): a layer built with a proxy build argument pointing anywhere is taken from the cache by
+/// the identical step of a later build — BuildKit's with no proxy argument at all, the classic
+/// builder's with its own proxy argument (the docker CLI adds them from its proxy settings) —
+/// and one built with `--add-host` by a classic build without it. A job that could pass them
+/// would decide what other jobs' identical steps contain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_leaves_proxy_args_and_added_hosts_out_of_the_cache_key() {
+    if !docker_or_skip("cache_key").await {
+        return;
+    }
+    let nonce = unique_scope("cachekey");
+    let poison = enc(r#"{"HTTP_PROXY":"http://127.0.0.1:9/poison"}"#);
+    let own = enc(r#"{"HTTP_PROXY":"http://proxy.example:3128"}"#);
+    let mut tags = Vec::new();
+    let mut results = Vec::new();
+    for (what, dockerfile, attacker, victim) in [
+        (
+            "classic, proxy build arg",
+            format!("FROM {BUSYBOX}\nRUN echo \"$HTTP_PROXY {nonce}-1\" > /p\n"),
+            format!("buildargs={poison}"),
+            format!("buildargs={own}"),
+        ),
+        (
+            "BuildKit, proxy build arg",
+            format!("FROM {BUSYBOX}\nRUN echo \"$HTTP_PROXY {nonce}-2\" > /p\n"),
+            format!("version=2&buildargs={poison}"),
+            "version=2".to_string(),
+        ),
+        (
+            "classic, --add-host",
+            format!("FROM {BUSYBOX}\nRUN grep pypi /etc/hosts > /h; echo {nonce}-3\n"),
+            "extrahosts=pypi.org%3A10.9.9.9".to_string(),
+            String::new(),
+        ),
+    ] {
+        let tar = context_tar(&dockerfile);
+        let mut ids = Vec::new();
+        for query in [&attacker, &victim] {
+            let tag = format!("berth-test/{nonce}:{}", tags.len());
+            let r = daemon(&build_request(&format!("t={tag}&{query}"), &tar)).await;
+            assert_eq!(r.status, 200, "{what}: {}", r.body);
+            let img = daemon(&get(&format!("/images/{tag}/json"))).await;
+            assert_eq!(img.status, 200, "{what}: {}", r.body);
+            ids.push(img.json()["Id"].as_str().unwrap_or_default().to_string());
+            tags.push(tag);
+        }
+        results.push((what, ids));
+    }
+    // Removed before asserting, so a failure leaves no image behind either.
+    for t in &tags {
+        let _ = daemon(&delete(&format!("/images/{t}?force=1"))).await;
+    }
+    for (what, ids) in results {
+        assert_eq!(
+            ids[0], ids[1],
+            "{what}: the later build did not reuse the layer built with it"
+        );
+    }
+}
