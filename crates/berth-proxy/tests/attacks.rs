@@ -2409,3 +2409,92 @@ async fn the_daemon_leaves_proxy_args_and_added_hosts_out_of_the_cache_key() {
         );
     }
 }
+
+/// `"buildkit": false`: both BuildKit routes are refused with the rule, the classic builder
+/// still builds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildkit_off_refuses_both_routes_and_keeps_classic_builds() {
+    if !docker_or_skip("buildkit_off").await {
+        return;
+    }
+    let s = start_with(
+        "bkoff",
+        berth_proxy::Policy {
+            buildkit: false,
+            ..Default::default()
+        },
+    )
+    .await;
+    let tar = context_tar(&format!("FROM {BUSYBOX}\nRUN echo {} > /x\n", s.scope));
+    let r = s.send(&build_request("version=2&t=bk", &tar)).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.message().contains("buildkit"), "{}", r.body);
+    for req in [
+        session_request("s1", "h2c"),
+        b"POST /grpc HTTP/1.1\r\nHost: d\r\nConnection: Upgrade, close\r\nUpgrade: h2c\r\nContent-Length: 0\r\n\r\n".to_vec(),
+    ] {
+        let r = s.send(&req).await;
+        assert_eq!(r.status, 403, "{}", r.body);
+        assert!(r.message().contains("buildkit"), "{}", r.body);
+    }
+    assert_eq!(
+        daemon(&get(&format!("/images/{}/json", s.daemon_name("bk"))))
+            .await
+            .status,
+        404
+    );
+    let r = s.send(&build_request("t=classic", &tar)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        daemon(&get(&format!("/images/{}/json", s.daemon_name("classic"))))
+            .await
+            .status,
+        200
+    );
+    s.finish().await;
+}
+
+/// The documented residual about cache mounts, checked so the docs cannot go stale: on BuildKit
+/// 0.12+ (API ≥ 1.44) a step with an explicit cache-mount `id` is cached without the id, so a
+/// second job's identical step reuses the first job's layer despite the per-job namespace; on
+/// older BuildKit (20.10) the namespaced id keeps them apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explicit_cache_mount_ids_and_the_layer_cache() {
+    if !docker_or_skip("cache_mount_ids").await {
+        return;
+    }
+    let a = start("cmida").await;
+    let b = start("cmidb").await;
+    let nonce = unique_scope("cmid");
+    let tar = context_tar(&format!(
+        "FROM {BUSYBOX}\nRUN --mount=type=cache,id=x,target=/c cat /proc/sys/kernel/random/uuid > /y # {nonce}\n"
+    ));
+    // The step writes a fresh uuid when it runs: equal last layers mean it ran once.
+    let mut ids = Vec::new();
+    for s in [&a, &b] {
+        let r = s.send(&build_request("version=2&t=cm", &tar)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let img = daemon(&get(&format!("/images/{}/json", s.daemon_name("cm")))).await;
+        let layers = img.json()["RootFS"]["Layers"].clone();
+        ids.push(
+            layers
+                .as_array()
+                .and_then(|l| l.last())
+                .cloned()
+                .unwrap_or_default(),
+        );
+    }
+    let shared = daemon_api().await >= (1, 44);
+    assert_eq!(
+        ids[0] == ids[1],
+        shared,
+        "explicit-id cache mount steps {} across jobs here; docs/scoped-socket.md says otherwise",
+        if ids[0] == ids[1] {
+            "share layers"
+        } else {
+            "do not share layers"
+        }
+    );
+    a.finish().await;
+    b.finish().await;
+}
