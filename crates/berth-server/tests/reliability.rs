@@ -104,27 +104,13 @@ async fn collect_sse(
     mut stop: impl FnMut(&(i64, Value)) -> bool,
 ) {
     let mut body = resp.bytes_stream();
-    let mut buf = Vec::<u8>::new();
-    let (mut id, mut data) = (None::<i64>, String::new());
+    let mut sse = Sse::default();
     while let Some(Ok(chunk)) = body.next().await {
-        buf.extend_from_slice(&chunk);
-        while let Some(nl) = buf.iter().position(|b| *b == b'\n') {
-            let line = String::from_utf8_lossy(&buf[..nl])
-                .trim_end_matches('\r')
-                .to_string();
-            buf.drain(..=nl);
-            if let Some(v) = line.strip_prefix("id:") {
-                id = v.trim().parse().ok();
-            } else if let Some(v) = line.strip_prefix("data:") {
-                data.push_str(v.strip_prefix(' ').unwrap_or(v));
-            } else if line.is_empty() && !data.is_empty() {
-                let e = (id.take().unwrap(), serde_json::from_str(&data).unwrap());
-                data.clear();
-                let done = stop(&e);
-                out.lock().unwrap().push(e);
-                if done {
-                    return;
-                }
+        for e in sse.push(&chunk) {
+            let done = stop(&e);
+            out.lock().unwrap().push(e);
+            if done {
+                return;
             }
         }
     }

@@ -233,30 +233,52 @@ impl Server {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 200);
         let mut body = resp.bytes_stream();
-        let mut buf = String::new();
+        let mut sse = Sse::default();
         let mut out = Vec::new();
         let deadline = tokio::time::Instant::now() + limit;
-        let (mut id, mut data) = (None, String::new());
         while !stop(&out) {
             let chunk = tokio::time::timeout_at(deadline, body.next())
                 .await
                 .unwrap_or_else(|_| panic!("timed out waiting for events; got {out:#?}"));
             let Some(chunk) = chunk else { break };
-            buf.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
-            while let Some(nl) = buf.find('\n') {
-                let line = buf[..nl].trim_end_matches('\r').to_string();
-                buf.drain(..=nl);
-                if let Some(v) = line.strip_prefix("id:") {
-                    id = v.trim().parse().ok();
-                } else if let Some(v) = line.strip_prefix("data:") {
-                    data.push_str(v.strip_prefix(' ').unwrap_or(v));
-                } else if line.is_empty() && !data.is_empty() {
-                    out.push((id.take().unwrap(), serde_json::from_str(&data).unwrap()));
-                    data.clear();
-                    if stop(&out) {
-                        break;
-                    }
+            for e in sse.push(&chunk.unwrap()) {
+                out.push(e);
+                if stop(&out) {
+                    break;
                 }
+            }
+        }
+        out
+    }
+}
+
+/// An SSE stream's events as (id, JSON data), from chunks as they arrive (lines may be split
+/// anywhere, even inside a UTF-8 sequence).
+#[derive(Default)]
+pub struct Sse {
+    buf: Vec<u8>,
+    id: Option<i64>,
+    data: String,
+}
+
+impl Sse {
+    /// The events the chunk completes.
+    pub fn push(&mut self, chunk: &[u8]) -> Vec<(i64, Value)> {
+        self.buf.extend_from_slice(chunk);
+        let mut out = Vec::new();
+        while let Some(nl) = self.buf.iter().position(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(&self.buf[..nl])
+                .trim_end_matches('\r')
+                .to_string();
+            self.buf.drain(..=nl);
+            if let Some(v) = line.strip_prefix("id:") {
+                self.id = v.trim().parse().ok();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                self.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            } else if line.is_empty() && !self.data.is_empty() {
+                let id = self.id.take().expect("every event has an id");
+                out.push((id, serde_json::from_str(&self.data).unwrap()));
+                self.data.clear();
             }
         }
         out
